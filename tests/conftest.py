@@ -1,0 +1,53 @@
+"""Test isolation: no network, no user home; one tiny model and one Hub server per session.
+
+HF_ENDPOINT must be set before huggingface_hub (or diffusers/peft/transformers) is imported,
+so this module reserves the local Hub server's port at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+HUB_PORT = _free_port()
+os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{HUB_PORT}"
+os.environ["HF_HUB_OFFLINE"] = "0"
+os.environ.pop("HF_TOKEN", None)
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+_SESSION_CACHE = Path(tempfile.mkdtemp(prefix="lorahub-test-cache-"))
+os.environ.setdefault("LORAHUB_CACHE", str(_SESSION_CACHE))
+os.environ["HF_HOME"] = str(_SESSION_CACHE / "hf-home")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "lora"
+
+
+@pytest.fixture(autouse=True)
+def lorahub_home(tmp_path_factory, monkeypatch) -> Path:
+    """Each test gets its own registry home; the tiny-model cache is shared by the session."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("LORAHUB_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    """The real-world LoRA files in ../shared/fixtures/lora (a failure in CI if absent)."""
+    if not FIXTURES.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"shared fixtures missing in CI: {FIXTURES}")
+        pytest.skip(f"shared fixtures not found at {FIXTURES}")
+    return FIXTURES
