@@ -51,3 +51,31 @@ def fixtures_dir() -> Path:
             pytest.fail(f"shared fixtures missing in CI: {FIXTURES}")
         pytest.skip(f"shared fixtures not found at {FIXTURES}")
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def tiny_sd1() -> Path:
+    """The embedded tiny SD1 pipeline folder (built once per session)."""
+    from lorahub.tiny import ensure_tiny
+
+    return ensure_tiny("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl() -> Path:
+    """The embedded tiny SDXL pipeline folder (built once per session)."""
+    from lorahub.tiny import ensure_tiny
+
+    return ensure_tiny("tiny-sdxl")
+
+
+@pytest.fixture(scope="session")
+def example_adapters(tiny_sd1, tmp_path_factory) -> dict[str, Path]:
+    """The demo's two example adapters for tiny-sd1, written once per session."""
+    from lorahub.examples import DEMO_ADAPTERS, write_example_adapter
+
+    folder = tmp_path_factory.mktemp("examples")
+    return {
+        spec.name: write_example_adapter("tiny", folder / f"{spec.name}.safetensors", spec)
+        for spec in DEMO_ADAPTERS
+    }
