@@ -1,0 +1,30 @@
+"""`lorahub demo`: the main job on the embedded tiny model."""
+
+from __future__ import annotations
+
+import click
+
+from lorahub.cli.output import handle_errors, info, json_option, print_json, progress, table
+
+
+@click.command()
+@json_option
+@handle_errors
+def demo(as_json: bool) -> None:
+    """Build the tiny base, make example adapters, register and list them."""
+    from lorahub.demo import run_demo
+
+    with progress("demo", quiet=as_json) as advance:
+        result = run_demo(advance)
+    if as_json:
+        print_json({"base": str(result.base), "adapters": [r.to_json() for r in result.adapters], **result.extras})
+        return
+    info(f"tiny base: {result.base}")
+    table(
+        "registered adapters",
+        ["name", "format", "base", "rank", "alpha", "modules", "tags"],
+        [
+            (r.name, r.format, r.base_family, r.rank, r.alpha, r.module_count, ", ".join(r.tags))
+            for r in result.adapters
+        ],
+    )
