@@ -1,0 +1,179 @@
+"""Reading the safetensors header (8-byte little-endian length + JSON) and hashing files.
+
+No torch here: listing and probing an adapter reads only its header (and a few alpha scalars).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from lorahub.errors import BadFileError, UntrustedFileError
+
+MAX_HEADER = 100 * 1024 * 1024
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".bin", ".pth", ".pkl")
+DTYPE_SIZES = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+    "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1,
+}  # fmt: skip
+DTYPE_NAMES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+}  # fmt: skip
+STRUCT_CODES = {"F32": "<f", "F64": "<d", "F16": "<e", "I64": "<q", "I32": "<i"}
+
+
+@dataclass(frozen=True)
+class FileHashes:
+    """Hashes of an adapter file: whole file and tensor bytes only (metadata ignored)."""
+
+    sha256: str
+    autov2: str
+    tensor_sha256: str | None
+    autov3: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def is_pickle(path: str | os.PathLike[str]) -> bool:
+    """True for files that are (or claim to be) Python pickles: refused unless trusted."""
+    path = Path(path)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        return True
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    return head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and head[1] <= 5)
+
+
+def refuse_pickle(path: str | os.PathLike[str]) -> None:
+    """Raise UntrustedFileError for a pickle file the user has not trusted."""
+    raise UntrustedFileError(
+        f"{Path(path).name} is a pickle file, which can run code when loaded; "
+        "convert it to safetensors or pass --trust-pickle (loaded with weights_only=True)"
+    )
+
+
+def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, str], int]:
+    """Return (tensor entries, `__metadata__`, header length) of a safetensors file."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            raw_len = fh.read(8)
+            n = _check_length(path, raw_len, size)
+            raw = fh.read(n)
+    except OSError as exc:
+        raise BadFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    header = _parse_json(path, raw)
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict):
+        raise BadFileError(f"{path.name}: safetensors __metadata__ is not a JSON object")
+    _check_entries(path, header, size - 8 - n)
+    return header, {str(k): str(v) for k, v in metadata.items()}, n
+
+
+def _check_length(path: Path, raw_len: bytes, size: int) -> int:
+    if size == 0:
+        raise BadFileError(f"{path.name} is empty (0 bytes)")
+    if len(raw_len) < 8:
+        raise BadFileError(
+            f"{path.name} is truncated: {size} bytes, too short for a safetensors header"
+        )
+    (n,) = struct.unpack("<Q", raw_len)
+    if n > size - 8:
+        raise BadFileError(
+            f"{path.name} is not a valid safetensors file (truncated?): header length {n} "
+            f"is larger than the file ({size} bytes)"
+        )
+    if n > MAX_HEADER or n < 2:
+        raise BadFileError(f"{path.name} is not a safetensors file: implausible header length {n}")
+    return n
+
+
+def _parse_json(path: Path, raw: bytes) -> dict[str, Any]:
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise BadFileError(
+            f"{path.name} is not a safetensors file: its header is not JSON"
+        ) from None
+    if not isinstance(header, dict):
+        raise BadFileError(
+            f"{path.name} is not a safetensors file: its header is not a JSON object"
+        )
+    return header
+
+
+def _check_entries(path: Path, header: dict[str, Any], data_len: int) -> None:
+    for key, entry in header.items():
+        try:
+            dtype, shape = entry["dtype"], entry["shape"]
+            begin, end = entry["data_offsets"]
+            count = 1
+            for d in shape:
+                count *= int(d)
+        except (KeyError, TypeError, ValueError):
+            raise BadFileError(
+                f"{path.name}: malformed safetensors entry for tensor {key!r}"
+            ) from None
+        if end > data_len:
+            raise BadFileError(
+                f"{path.name} is truncated: tensor {key!r} ends at byte {end} of the data, "
+                f"but only {data_len} bytes follow the header"
+            )
+        width = DTYPE_SIZES.get(dtype)
+        if width is not None and (end - begin != count * width or begin > end):
+            raise BadFileError(
+                f"{path.name}: tensor {key!r} has {end - begin} bytes for shape {shape} {dtype}"
+            )
+
+
+def read_scalars(
+    path: str | os.PathLike[str], header: dict[str, Any], header_len: int, keys: list[str]
+) -> dict[str, float]:
+    """Read small scalar tensors (kohya `.alpha`) by offset, without loading anything else."""
+    out: dict[str, float] = {}
+    with open(path, "rb") as fh:
+        for key in keys:
+            entry = header[key]
+            begin, end = entry["data_offsets"]
+            code = STRUCT_CODES.get(entry["dtype"])
+            fh.seek(8 + header_len + begin)
+            raw = fh.read(end - begin)
+            if entry["dtype"] == "BF16" and len(raw) == 2:
+                out[key] = struct.unpack("<f", b"\x00\x00" + raw)[0]
+            elif code and len(raw) == struct.calcsize(code):
+                out[key] = float(struct.unpack(code, raw)[0])
+    return out
+
+
+def hash_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> FileHashes:
+    """sha256/AutoV2 of the whole file and sha256/AutoV3 of the tensor bytes, in one pass."""
+    path = Path(path)
+    full = hashlib.sha256()
+    tensors = hashlib.sha256()
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        full.update(head)
+        n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+        is_st = 0 <= n <= path.stat().st_size - 8 and not is_pickle(path)
+        if is_st:
+            remaining = n
+            while remaining > 0:
+                block = fh.read(min(chunk, remaining))
+                if not block:
+                    break
+                full.update(block)
+                remaining -= len(block)
+        while block := fh.read(chunk):
+            full.update(block)
+            tensors.update(block)
+    digest = full.hexdigest()
+    tdigest = tensors.hexdigest() if is_st else None
+    return FileHashes(digest, digest[:10], tdigest, tdigest[:12] if tdigest else None)

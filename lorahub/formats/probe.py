@@ -1,0 +1,221 @@
+"""Base-model family from tensor shapes (cross-attention and text-encoder widths) and metadata."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from lorahub.formats.layout import ModuleEntry
+
+CROSS_WIDTHS = {768: "sd1", 1024: "sd2", 2048: "sdxl", 32: "tiny-sd1", 96: "tiny-sdxl"}
+TE1_WIDTHS = {
+    768: ("sd1", "CLIP ViT-L"),
+    1024: ("sd2", "OpenCLIP ViT-H"),
+    32: ("tiny-sd1", "tiny-sd1 CLIP"),
+    40: ("tiny-sdxl", "tiny-sdxl CLIP 1"),
+}
+TE2_WIDTHS = {1280: ("sdxl", "OpenCLIP ViT-bigG"), 56: ("tiny-sdxl", "tiny-sdxl CLIP 2")}
+FLUX_NAMES = ("double_blocks", "single_blocks", "single_transformer_blocks")
+
+
+@dataclass(frozen=True)
+class Dims:
+    """A module's ΔW dimensions as stored: out features, flattened in features, rank."""
+
+    out: int
+    inp: int
+    rank: int | None
+    conv: bool
+
+
+def module_dims(entry: ModuleEntry, header: dict[str, Any]) -> Dims | None:
+    """Dimensions of ΔW reconstructed from the factor shapes (LoKr: Kronecker product)."""
+    shape = {role: list(header[key]["shape"]) for role, key in entry.keys.items()}
+    kind = entry.kind
+    try:
+        if kind == "lora":
+            down, up = shape["down"], shape["up"]
+            return Dims(up[0], down[1], down[0], len(down) == 4 and down[2:] != [1, 1])
+        if kind == "loha":
+            a, b = shape["hada_w1_a"], shape["hada_w1_b"]
+            return Dims(a[0], b[1], b[0], "hada_t1" in shape)
+        if kind == "lokr":
+            return _lokr_dims(shape)
+    except (KeyError, IndexError):
+        return None
+    return None
+
+
+def _lokr_dims(shape: dict[str, list[int]]) -> Dims:
+    w1 = (
+        shape["lokr_w1"][:2]
+        if "lokr_w1" in shape
+        else [shape["lokr_w1_a"][0], shape["lokr_w1_b"][1]]
+    )
+    if "lokr_w2" in shape:
+        w2, conv = shape["lokr_w2"][:2], len(shape["lokr_w2"]) == 4
+    elif "lokr_t2" in shape:
+        w2, conv = [shape["lokr_w2_a"][1], shape["lokr_w2_b"][1]], True
+    else:
+        w2, conv = [shape["lokr_w2_a"][0], shape["lokr_w2_b"][1]], False
+    rank = (
+        shape["lokr_w2_b"][0]
+        if "lokr_w2_b" in shape
+        else shape["lokr_w1_b"][0]
+        if "lokr_w1_b" in shape
+        else None
+    )
+    return Dims(w1[0] * w2[0], w1[1] * w2[1], rank, conv)
+
+
+def probe_shapes(
+    modules: dict[str, ModuleEntry], dims: dict[str, Dims], fmt: str
+) -> tuple[str | None, list[str]]:
+    """Family decided by the shapes alone, and the evidence lines."""
+    if any(tok in name for name in modules for tok in FLUX_NAMES) or any(
+        m.component == "transformer" for m in modules.values()
+    ):
+        return "flux", ["Flux transformer block names (double/single blocks)"]
+    if fmt == "cloneofsimo":
+        return _probe_positional(modules, dims)
+    evidence: list[str] = []
+    cross = Counter(d.inp for n, d in dims.items() if re.search(r"\.attn2\.to_[kv]$", n))
+    unet_family = None
+    if cross:
+        width = cross.most_common(1)[0][0]
+        unet_family = CROSS_WIDTHS.get(width)
+        evidence.append(
+            f"cross-attention (attn2.to_k/to_v) input width {width} -> {unet_family or 'unknown'}"
+        )
+    te_family = _probe_text(modules, dims, evidence)
+    return unet_family or te_family, evidence
+
+
+def _te_width(component: str, modules: dict[str, ModuleEntry], dims: dict[str, Dims]) -> int | None:
+    widths = Counter(
+        d.inp
+        for n, d in dims.items()
+        if modules[n].component == component and re.search(r"(self_attn\.\w+_proj|mlp\.fc1)$", n)
+    )
+    return widths.most_common(1)[0][0] if widths else None
+
+
+def _probe_text(
+    modules: dict[str, ModuleEntry], dims: dict[str, Dims], evidence: list[str]
+) -> str | None:
+    family = None
+    w2 = _te_width("text_encoder_2", modules, dims)
+    if w2 is not None:
+        fam2, label = TE2_WIDTHS.get(w2, (None, "unknown encoder"))
+        evidence.append(f"text_encoder_2 hidden width {w2} ({label}) -> {fam2 or 'unknown'}")
+        family = fam2
+    w1 = _te_width("text_encoder", modules, dims)
+    if w1 is not None:
+        fam1, label = TE1_WIDTHS.get(w1, (None, "unknown encoder"))
+        if w2 is not None and fam1 == "sd1" and family == "sdxl":
+            fam1 = "sdxl"
+        evidence.append(f"text_encoder hidden width {w1} ({label}) -> {fam1 or 'unknown'}")
+        family = family or fam1
+    return family
+
+
+def _probe_positional(
+    modules: dict[str, ModuleEntry], dims: dict[str, Dims]
+) -> tuple[str | None, list[str]]:
+    unet_in = {d.inp for n, d in dims.items() if modules[n].component == "unet"}
+    evidence = [f"positional keys: UNet input widths {sorted(unet_in)}"]
+    family = None
+    for width in (2048, 1024, 768):
+        if width in unet_in and {320, 640, 1280} & unet_in:
+            family = CROSS_WIDTHS[width]
+            evidence.append(f"context width {width} among UNet inputs -> {family}")
+            break
+    te_family = _probe_text_positional(modules, dims, evidence)
+    return family or te_family, evidence
+
+
+def _probe_text_positional(
+    modules: dict[str, ModuleEntry], dims: dict[str, Dims], evidence: list[str]
+) -> str | None:
+    widths = Counter(d.inp for n, d in dims.items() if modules[n].component == "text_encoder")
+    if not widths:
+        return None
+    width = widths.most_common(1)[0][0]
+    fam, label = TE1_WIDTHS.get(width, (None, "unknown encoder"))
+    evidence.append(f"text_encoder hidden width {width} ({label}) -> {fam or 'unknown'}")
+    return fam
+
+
+def probe_metadata(
+    metadata: dict[str, str], peft_config: dict[str, Any] | None
+) -> tuple[str | None, str | None]:
+    """(family, evidence line) claimed by the file's metadata or PEFT config, if any."""
+    version = metadata.get("ss_base_model_version", "")
+    if version:
+        fam = _family_from_text(version)
+        if fam:
+            return fam, f"metadata ss_base_model_version={version} -> {fam}"
+    arch = metadata.get("modelspec.architecture", "")
+    if arch:
+        fam = _family_from_text(arch)
+        if fam:
+            return fam, f"metadata modelspec.architecture={arch} -> {fam}"
+    if peft_config and peft_config.get("base_model_name_or_path"):
+        name = str(peft_config["base_model_name_or_path"])
+        fam = _family_from_text(name)
+        if fam:
+            return fam, f"PEFT base_model_name_or_path {name} -> {fam}"
+    if metadata.get("ss_v2") in ("True", "true"):
+        return "sd2", "metadata ss_v2=True -> sd2"
+    return _diffusers_meta_family(metadata)
+
+
+def _diffusers_meta_family(metadata: dict[str, str]) -> tuple[str | None, str | None]:
+    raw = metadata.get("lorahub.base_family")
+    if raw:
+        return raw, f"metadata lorahub.base_family={raw}"
+    try:
+        meta = json.loads(metadata.get("lora_adapter_metadata", "") or "{}")
+    except json.JSONDecodeError:
+        return None, None
+    name = meta.get("unet.base_model_name_or_path") if isinstance(meta, dict) else None
+    fam = _family_from_text(str(name)) if name else None
+    return (fam, f"lora_adapter_metadata base model {name} -> {fam}") if fam else (None, None)
+
+
+def _family_from_text(text: str) -> str | None:
+    t = text.lower().replace("\\", "/")
+    rules = (
+        ("tiny-sdxl", "tiny-sdxl"), ("tiny-sd1", "tiny-sd1"), ("flux", "flux"),
+        ("xl", "sdxl"), ("sd_v2", "sd2"), ("stable-diffusion-v2", "sd2"), ("stable-diffusion-2", "sd2"),
+        ("v2-", "sd2"), ("sd_v1", "sd1"), ("stable-diffusion-v1", "sd1"), ("v1-5", "sd1"), ("v1-4", "sd1"),
+        ("sd15", "sd1"), ("sd-1", "sd1"), ("sd1", "sd1"),
+    )  # fmt: skip
+    for needle, fam in rules:
+        if needle in t:
+            return fam
+    return None
+
+
+def decide_family(
+    shape_family: str | None,
+    evidence: list[str],
+    meta: tuple[str | None, str | None],
+    metadata: dict[str, str],
+) -> tuple[str, list[str], str | None]:
+    """Shapes win; metadata confirms or conflicts (reported)."""
+    meta_family, meta_line = meta
+    evidence = list(evidence)
+    if meta_line:
+        evidence.append(meta_line)
+    conflict = None
+    if shape_family and meta_family and meta_family != shape_family:
+        conflict = f"shapes say {shape_family} but {meta_line}"
+    if shape_family == "sd2" and metadata.get("ss_v2") in ("False", "false"):
+        conflict = conflict or "shapes say sd2 but metadata ss_v2=False"
+    elif metadata.get("ss_v2") in ("False", "false") and shape_family == "sd1":
+        evidence.append("metadata ss_v2=False (not SD2) agrees")
+    return shape_family or meta_family or "unknown", evidence, conflict
