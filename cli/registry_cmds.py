@@ -1,0 +1,356 @@
+"""Registry commands: add, scan, list, show, tag, untag, rm, verify, db status/example."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from lorahub.cli.output import (
+    handle_errors,
+    info,
+    json_option,
+    kv,
+    print_json,
+    progress,
+    table,
+    warn,
+)
+
+SORT_CHOICES = ["name", "created", "size", "rank"]
+
+
+def _registry():  # -> lorahub.registry.Registry
+    from lorahub.registry import Registry
+
+    return Registry()
+
+
+def human_size(n: int | None) -> str:
+    """Bytes as a short human string."""
+    if n is None:
+        return ""
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _rank_text(r: Any) -> str:
+    if r.rank is None:
+        return ""
+    return str(r.rank) if r.rank_min == r.rank_max else f"{r.rank} ({r.rank_min}-{r.rank_max})"
+
+
+def _adapter_rows(records: list[Any]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            r.ref,
+            r.format,
+            r.network_type,
+            r.base_family,
+            _rank_text(r),
+            r.alpha,
+            human_size(r.size),
+            ", ".join(r.tags),
+            r.autov3 or "",
+        )
+        for r in records
+    ]
+
+
+ADAPTER_COLUMNS = ["name", "format", "type", "base", "rank", "alpha", "size", "tags", "autov3"]
+
+
+@click.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--name", help="Name to register under (default: the file name).")
+@click.option("--version", "version", help="Register as a new version of an existing name.")
+@click.option("--tag", "tags", multiple=True, help="Tag to attach (repeatable).")
+@click.option("--description", help="Free-text description.")
+@click.option(
+    "--trigger",
+    "triggers",
+    multiple=True,
+    help="Trigger word (repeatable; default: from metadata).",
+)
+@click.option(
+    "--copy", is_flag=True, help="Copy the file into the managed store instead of referencing it."
+)
+@click.option("--force", is_flag=True, help="Replace an adapter of the same name and version.")
+@click.option("--no-hash", is_flag=True, help="Do not hash now (verify fills hashes in later).")
+@click.option(
+    "--trust-pickle",
+    is_flag=True,
+    help="Allow .ckpt/.pt/.bin files (loaded with weights_only=True).",
+)
+@json_option
+@handle_errors
+def add(path: Path, name: str | None, version: str | None, tags: tuple[str, ...], description: str | None,
+        triggers: tuple[str, ...], copy: bool, force: bool, no_hash: bool, trust_pickle: bool, as_json: bool) -> None:  # fmt: skip
+    """Register an adapter file (or every adapter in a folder)."""
+    records = _registry().add_path(
+        path, name=name, version=version, tags=tags, copy=copy, force=force, description=description,
+        trigger_words=list(triggers) or None, hash=not no_hash, trust_pickle=trust_pickle,
+    )  # fmt: skip
+    if as_json:
+        print_json([r.to_json() for r in records])
+        return
+    table("added", ADAPTER_COLUMNS, _adapter_rows(records))
+
+
+@click.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--no-hash", is_flag=True, help="Read headers only; hash later with verify.")
+@click.option(
+    "--trust-pickle", is_flag=True, help="Also read .ckpt/.pt/.bin files (weights_only=True)."
+)
+@json_option
+@handle_errors
+def scan(folder: Path, no_hash: bool, trust_pickle: bool, as_json: bool) -> None:
+    """Index every adapter under a folder, incrementally."""
+    with progress("scanning", quiet=as_json) as advance:
+        report = _registry().scan(
+            folder, hash=not no_hash, trust_pickle=trust_pickle, progress=advance
+        )
+    if as_json:
+        print_json(report.to_json())
+        return
+    _print_scan(report, no_hash)
+
+
+def _print_scan(report: Any, no_hash: bool) -> None:
+    counts = [
+        (k, len(getattr(report, k)))
+        for k in ("new", "changed", "unchanged", "moved", "missing", "skipped", "errors")
+    ]
+    table(
+        f"scan of {report.root}",
+        ["result", "files"],
+        [*counts, ("duplicate groups", len(report.duplicates))],
+    )
+    rows = [
+        (k, i.name or "", i.path, i.detail or "")
+        for k in ("new", "changed", "moved", "missing", "errors", "skipped")
+        for i in getattr(report, k)
+    ]
+    rows += [
+        ("duplicate", i.name or "", i.path, f"tensor hash {i.detail}")
+        for g in report.duplicates
+        for i in g
+    ]
+    if rows:
+        table(None, ["", "name", "path", "detail"], rows)
+    if no_hash:
+        info(
+            "hashes were not computed (--no-hash): duplicates and moves are found once files are hashed (lorahub verify)"
+        )
+
+
+@click.command(name="list")
+@click.option(
+    "--tag", "tags", multiple=True, help="Only adapters with this tag (repeatable: all must match)."
+)
+@click.option("--base", help="Base family (sd1, sd2, sdxl, flux, tiny-sd1, tiny-sdxl, unknown).")
+@click.option("--format", "fmt", help="File format (diffusers, kohya, peft, lycoris, ...).")
+@click.option("--min-rank", type=int, help="Smallest (most common) rank.")
+@click.option("--max-rank", type=int, help="Largest (most common) rank.")
+@click.option(
+    "-q", "--search", help="Full-text search over names, descriptions, tags and trigger words."
+)
+@click.option("--sort", type=click.Choice(SORT_CHOICES), default="name", show_default=True)
+@click.option(
+    "--published/--unpublished",
+    "published",
+    default=None,
+    help="Only adapters pushed (or never pushed) to the Hub.",
+)
+@click.option("-n", "--limit", type=int, help="At most this many rows.")
+@json_option
+@handle_errors
+def list_cmd(tags: tuple[str, ...], base: str | None, fmt: str | None, min_rank: int | None, max_rank: int | None,
+             search: str | None, sort: str, published: bool | None, limit: int | None, as_json: bool) -> None:  # fmt: skip
+    """List registered adapters."""
+    records = _registry().list_adapters(
+        tags=tags, base=base, format=fmt, min_rank=min_rank, max_rank=max_rank, search=search,
+        sort=sort, published=published, limit=limit,
+    )  # fmt: skip
+    if as_json:
+        print_json([r.to_json() for r in records])
+        return
+    table(f"{len(records)} adapter(s)", ADAPTER_COLUMNS, _adapter_rows(records))
+
+
+@click.command()
+@click.argument("ref")
+@json_option
+@handle_errors
+def show(ref: str, as_json: bool) -> None:
+    """Show everything known about one adapter."""
+    registry = _registry()
+    record = registry.get_adapter(ref)
+    edges = registry.lineage(record.ref)
+    if as_json:
+        print_json({**record.to_json(), "lineage": [e.to_json() for e in edges]})
+        return
+    kv(record.ref, _show_pairs(record))
+    if record.summary:
+        kv("training / metadata summary", [(k, _text(v)) for k, v in record.summary.items()])
+    if edges:
+        rows = [
+            (
+                e.relation,
+                f"{e.parent_kind} {e.parent_label or e.parent_id}",
+                f"{e.child_kind} {e.child_label or e.child_id}",
+                _text(e.details),
+            )
+            for e in edges
+        ]
+        table("lineage", ["relation", "parent", "child", "details"], rows)
+    if record.publications:
+        table(
+            "publications",
+            ["repo", "revision", "commit", "url"],
+            [(p.repo, p.revision, p.commit_sha or "", p.url or "") for p in record.publications],
+        )
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _show_pairs(r: Any) -> list[tuple[str, Any]]:
+    rank = "" if r.rank is None else f"{_rank_text(r)}; modules per rank {_text(r.rank_summary)}"
+    base = r.base_family + (f" (conflict: {r.base_conflict})" if r.base_conflict else "")
+    return [
+        ("path", r.path), ("size", f"{human_size(r.size)} ({r.size} bytes)"),
+        ("sha256", r.sha256 or "(not hashed yet)"), ("AutoV2", r.autov2 or ""),
+        ("tensor sha256", r.tensor_sha256 or ""), ("AutoV3", r.autov3 or ""),
+        ("format", r.format), ("network", r.network_type), ("base", base),
+        ("base evidence", "; ".join(r.base_evidence)), ("components", ", ".join(r.components)),
+        ("rank", rank), ("alpha", "" if r.alpha is None else r.alpha), ("dtype", r.dtype or ""),
+        ("parameters", f"{r.param_count:,}" if r.param_count is not None else ""),
+        ("modules", r.module_count), ("targets", ", ".join(r.targets)),
+        ("trigger words", ", ".join(r.trigger_words)), ("description", r.description or ""),
+        ("source", r.source + (" (managed copy)" if r.managed else "")), ("tags", ", ".join(r.tags)),
+        ("metadata keys", len(r.metadata or {})), ("preview", r.preview or ""),
+        ("created", r.created_at), ("updated", r.updated_at),
+    ]  # fmt: skip
+
+
+@click.command()
+@click.argument("ref")
+@click.argument("tags", nargs=-1, required=True)
+@json_option
+@handle_errors
+def tag(ref: str, tags: tuple[str, ...], as_json: bool) -> None:
+    """Add tags to an adapter."""
+    record = _registry().tag(ref, tags)
+    print_json(record.to_json()) if as_json else info(f"{record.ref}: {', '.join(record.tags)}")
+
+
+@click.command()
+@click.argument("ref")
+@click.argument("tags", nargs=-1, required=True)
+@json_option
+@handle_errors
+def untag(ref: str, tags: tuple[str, ...], as_json: bool) -> None:
+    """Remove tags from an adapter."""
+    record = _registry().untag(ref, tags)
+    print_json(record.to_json()) if as_json else info(
+        f"{record.ref}: {', '.join(record.tags) or '(no tags)'}"
+    )
+
+
+@click.command()
+@click.argument("ref")
+@click.option(
+    "--delete-file", is_flag=True, help="Also delete the adapter file (never done otherwise)."
+)
+@json_option
+@handle_errors
+def rm(ref: str, delete_file: bool, as_json: bool) -> None:
+    """Remove an adapter from the registry (the file stays unless --delete-file)."""
+    record = _registry().remove_adapter(ref, delete_file=delete_file)
+    if as_json:
+        print_json({"removed": record.ref, "path": record.path, "file_deleted": delete_file})
+        return
+    info(
+        f"removed {record.ref}"
+        + (f" and deleted {record.path}" if delete_file else f" (file kept: {record.path})")
+    )
+
+
+@click.command()
+@json_option
+@handle_errors
+def verify(as_json: bool) -> None:
+    """Re-hash registered files: find moved, changed or missing ones."""
+    with progress("verifying", quiet=as_json) as advance:
+        report = _registry().verify(progress=advance)
+    if as_json:
+        print_json(report.to_json())
+        return
+    table(
+        "verify",
+        ["result", "files"],
+        [(k, len(getattr(report, k))) for k in ("ok", "changed", "missing", "moved")],
+    )
+    rows = [
+        (k, i.name or "", i.path, i.detail or "")
+        for k in ("changed", "missing", "moved")
+        for i in getattr(report, k)
+    ]
+    if rows:
+        table(None, ["", "name", "path", "detail"], rows)
+    if report.changed or report.missing:
+        warn("some files changed or are missing: rescan their folder, or rm the records")
+
+
+@click.group()
+def db() -> None:
+    """Registry database maintenance."""
+
+
+@db.command(name="status")
+@json_option
+@handle_errors
+def db_status(as_json: bool) -> None:
+    """Show applied and pending migrations."""
+    registry = _registry()
+    rows = registry.status()
+    if as_json:
+        print_json(
+            {"path": str(registry.path), "migrations": [{"name": n, "applied": a} for n, a in rows]}
+        )
+        return
+    table(
+        f"migrations of {registry.path}",
+        ["migration", "state"],
+        [(n, "applied" if a else "pending") for n, a in rows],
+    )
+
+
+@db.command(name="example")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("registry.db.example"),
+    show_default=True,
+)
+@click.option(
+    "--schema-only",
+    is_flag=True,
+    help="Only the schema, without the demo adapters (no torch needed).",
+)
+@handle_errors
+def db_example(output: Path, schema_only: bool) -> None:
+    """Write an example registry built from the migrations and the demo adapters."""
+    from lorahub.registry.example import demo_adapters, write_example
+
+    write_example(output, example_adapters=None if schema_only else demo_adapters)
+    info(f"wrote {output}")

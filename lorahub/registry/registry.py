@@ -1,0 +1,383 @@
+"""`Registry`: the one object callers use; each method is one query or one transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from lorahub import paths
+from lorahub.errors import AlreadyExistsError, InvalidInputError, NotFoundError
+from lorahub.fileio import atomic_copy
+from lorahub.registry import adapters as A
+from lorahub.registry import lineage as L
+from lorahub.registry import mixes as M
+from lorahub.registry import queries as Q
+from lorahub.registry import scan as S
+from lorahub.registry.db import connect, dumps, transaction
+from lorahub.registry.migrations import apply_migrations, migration_status
+from lorahub.registry.records import (
+    AdapterRecord,
+    LineageEdge,
+    LineageParent,
+    MixRecord,
+    ModelRecord,
+    PublicationRecord,
+    ScanReport,
+    VerifyReport,
+)
+from lorahub.types import AdapterSpec, MixMember
+
+Progress = Callable[..., None] | None
+
+
+class Registry:
+    """The adapter registry in one SQLite file (default `paths.registry_path()`), migrated on open."""
+
+    def __init__(self, path: Path | str | None = None):
+        self.path = Path(path) if path is not None else paths.registry_path()
+        self.db = connect(self.path)
+        apply_migrations(self.db)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.conn.close()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def status(self) -> list[tuple[str, bool]]:
+        """Every migration by name, with whether it is applied."""
+        return migration_status(self.db)
+
+    # adapters: adding
+
+    def add_adapter(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        version: str | None = None,
+        tags: Iterable[str] = (),
+        copy: bool = False,
+        force: bool = False,
+        source: str = "local",
+        description: str | None = None,
+        trigger_words: Sequence[str] | None = None,
+        hash: bool = True,
+        trust_pickle: bool = False,
+        lineage: Iterable[LineageParent] = (),
+        preview: str | os.PathLike[str] | None = None,
+    ) -> AdapterRecord:
+        """Register one file (in place, or copied into the store); record, tags and lineage in one transaction."""
+        src = A.check_file(path)
+        name, version, tag_list = A.validate_new(name or A.default_name(src), version, tags, source)
+        parents = list(lineage)
+        for p in parents:
+            L.check_kind_relation(p.kind, p.relation)
+        facts = A.read_facts(src, hash=hash, trust_pickle=trust_pickle)
+        self._check_conflicts(name, version, str(src), force, copy)
+        dest = A.store_destination(paths.store_dir(), name, version, src) if copy else src
+        copied = self._copy_in(src, dest) if copy else []
+        try:
+            rel = self._copy_preview(preview) if preview is not None else None
+            adapter_id = self._write_adapter(
+                name, version, facts, dest, tag_list, force=force, managed=copy, source=source,
+                description=description, trigger_words=trigger_words, parents=parents, preview=rel,
+            )  # fmt: skip
+        except BaseException:
+            for written in copied:
+                written.unlink(missing_ok=True)
+            raise
+        return Q.get_record(self.db, adapter_id)
+
+    def _check_conflicts(self, name: str, version: str, path: str, force: bool, copy: bool) -> None:
+        """Refuse a taken name (without force) or a file already registered under another name."""
+        A.check_no_mix(self.db, name)
+        if not force and A.name_taken(self.db, name, version) is not None:
+            ref = f"{name}@{version}" if version else name
+            raise AlreadyExistsError(
+                f"adapter {ref!r} exists (use --version V for a new version, or --force to replace it)"
+            )
+        other = None if copy else A.registered_at(self.db, path)
+        if other is not None and not force and other[0] != A.name_taken(self.db, name, version):
+            raise AlreadyExistsError(f"{path} is already registered as {other[1]!r}")
+
+    def _copy_in(self, src: Path, dest: Path) -> list[Path]:
+        """Copy the file and its sidecars into the store atomically; returns what was written."""
+        written = [atomic_copy(src, dest)]
+        written += [
+            atomic_copy(s, dest.with_name(s.name.replace(src.stem, dest.stem, 1)))
+            for s in A.sidecars(src)
+        ]
+        return written
+
+    def _write_adapter(
+        self, name: str, version: str, facts: A.FileFacts, dest: Path, tags: list[str], *, force: bool,
+        managed: bool, source: str, description: str | None, trigger_words: Sequence[str] | None,
+        parents: list[LineageParent], preview: str | None = None,
+    ) -> int:  # fmt: skip
+        """Insert (or with force replace) the row, its tags and lineage: all or nothing."""
+        st = dest.stat()
+        triggers = list(trigger_words) if trigger_words is not None else list(facts.trigger_words)
+        cols = {
+            **facts.columns, "path": str(dest), "size": st.st_size, "mtime": st.st_mtime,
+            "source": source, "managed": int(managed), "description": description,
+            "trigger_words": dumps(triggers), **({"preview": preview} if preview else {}),
+        }  # fmt: skip
+        with transaction(self.db):
+            existing = A.name_taken(self.db, name, version)
+            if existing is not None and not force:
+                raise AlreadyExistsError(f"adapter {name!r} exists (use --version V or --force)")
+            if existing is not None:
+                A.update_row(self.db, existing, cols)
+                adapter_id = existing
+            else:
+                adapter_id = A.insert_row(self.db, {**cols, "name": name, "version": version})
+            A.add_tags(self.db, adapter_id, tags)
+            for p in parents:
+                L.insert_edge(
+                    self.db, ("adapter", adapter_id), (p.kind, p.ref), p.relation, p.details
+                )
+        return adapter_id
+
+    def add_path(self, path: str | os.PathLike[str], **options: Any) -> list[AdapterRecord]:
+        """Register a file, or every adapter file under a folder (all in one transaction)."""
+        root = Path(path).expanduser().resolve()
+        if root.is_file():
+            return [self.add_adapter(root, **options)]
+        if not root.is_dir():
+            raise NotFoundError(f"no such file or folder: {root}")
+        if options.get("name") or options.get("copy") or options.get("preview"):
+            raise InvalidInputError(
+                "--name, --copy and a preview apply to a single file, not a folder"
+            )
+        files = list(S.walk(root, options.get("trust_pickle", False)))
+        if not files:
+            raise NotFoundError(f"no adapter files under {root}")
+        with transaction(self.db):
+            ids = [self.add_adapter(f, **options).id for f in files]
+        return [Q.get_record(self.db, i) for i in ids]
+
+    # adapters: reading
+
+    def get_adapter(self, ref: str) -> AdapterRecord:
+        """NAME, NAME@VERSION (bare NAME: newest version), or an AutoV2/AutoV3/sha256 prefix of 8+ hex."""
+        return Q.get_record(self.db, Q.resolve_id(self.db, ref))
+
+    def list_adapters(
+        self,
+        *,
+        tags: Iterable[str] = (),
+        base: str | None = None,
+        format: str | None = None,
+        min_rank: int | None = None,
+        max_rank: int | None = None,
+        search: str | None = None,
+        sort: str = "name",
+        published: bool | None = None,
+        limit: int | None = None,
+    ) -> list[AdapterRecord]:
+        """Adapters matching every filter (tags: all must match); `metadata` is not loaded."""
+        where, params = Q.list_where(
+            tags=tuple(tags), base=base, format=format, min_rank=min_rank, max_rank=max_rank,
+            search=search, published=published,
+        )  # fmt: skip
+        return Q.select_records(self.db, where, params, order=Q.sort_clause(sort), limit=limit)
+
+    def count_adapters(self) -> int:
+        """How many adapters are registered."""
+        return int(self.db.execute("SELECT count(*) FROM adapters").fetchone()[0])
+
+    # adapters: changing
+
+    def tag(self, ref: str, tags: Iterable[str]) -> AdapterRecord:
+        """Add tags to an adapter."""
+        tag_list = [A.check_tag(t) for t in tags]
+        with transaction(self.db):
+            adapter_id = Q.resolve_id(self.db, ref)
+            A.add_tags(self.db, adapter_id, tag_list)
+        return Q.get_record(self.db, adapter_id)
+
+    def untag(self, ref: str, tags: Iterable[str]) -> AdapterRecord:
+        """Remove tags from an adapter."""
+        with transaction(self.db):
+            adapter_id = Q.resolve_id(self.db, ref)
+            A.remove_tags(self.db, adapter_id, list(tags))
+        return Q.get_record(self.db, adapter_id)
+
+    def update_adapter(self, ref: str, **fields: Any) -> AdapterRecord:
+        """Change `description` and/or `trigger_words`."""
+        unknown = set(fields) - {"description", "trigger_words"}
+        if unknown:
+            raise InvalidInputError(
+                f"cannot update {', '.join(sorted(unknown))}: only description and trigger_words"
+            )
+        if "trigger_words" in fields:
+            fields["trigger_words"] = dumps([str(w) for w in fields["trigger_words"] or []])
+        with transaction(self.db):
+            adapter_id = Q.resolve_id(self.db, ref)
+            if fields:
+                A.update_row(self.db, adapter_id, fields)
+        return Q.get_record(self.db, adapter_id)
+
+    def remove_adapter(self, ref: str, delete_file: bool = False) -> AdapterRecord:
+        """Forget an adapter (refused while a mix uses it); its file is deleted only with `delete_file`."""
+        with transaction(self.db):
+            record = Q.get_record(self.db, Q.resolve_id(self.db, ref))
+            used = A.mixes_using(self.db, record.id)
+            if used:
+                raise InvalidInputError(
+                    f"{record.ref} is used by mix(es) {', '.join(used)}; remove them first"
+                )
+            self.db.execute(
+                "DELETE FROM lineage WHERE child_kind = 'adapter' AND child_id = ?",
+                [str(record.id)],
+            )
+            self.db.execute("DELETE FROM adapters WHERE id = ?", [record.id])
+        if delete_file:
+            for p in [Path(record.path), *A.sidecars(Path(record.path))]:
+                p.unlink(missing_ok=True)
+        return record
+
+    def set_preview(self, ref: str, image_path: str | os.PathLike[str]) -> AdapterRecord:
+        """Copy an image into the previews folder and attach it (the stored path is relative)."""
+        record = self.get_adapter(ref)
+        rel = self._copy_preview(image_path)
+        with transaction(self.db):
+            A.update_row(self.db, record.id, {"preview": rel})
+        return Q.get_record(self.db, record.id)
+
+    def _copy_preview(self, image_path: str | os.PathLike[str]) -> str:
+        """Copy an image into the previews folder under its content hash; returns the relative name."""
+        src = A.check_file(image_path)
+        rel = hashlib.sha256(src.read_bytes()).hexdigest()[:16] + src.suffix.lower()
+        if not (paths.previews_dir() / rel).exists():
+            atomic_copy(src, paths.previews_dir() / rel)
+        return rel
+
+    def preview_path(self, ref: str) -> Path | None:
+        """The absolute path of an adapter's preview image, if it has one."""
+        rel = self.get_adapter(ref).preview
+        return paths.previews_dir() / rel if rel else None
+
+    # scanning and hashes
+
+    def scan(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        hash: bool = True,
+        trust_pickle: bool = False,
+        progress: Progress = None,
+    ) -> ScanReport:
+        """Index every adapter under `root`, reading only new or changed files."""
+        return S.scan_folder(self.db, root, hash=hash, trust_pickle=trust_pickle, progress=progress)
+
+    def compute_missing_hashes(self, progress: Progress = None) -> int:
+        """Hash files registered without hashes (`--no-hash`); returns how many were hashed."""
+        return S.fill_hashes(self.db, progress)
+
+    def verify(self, progress: Progress = None) -> VerifyReport:
+        """Re-hash every file: ok, changed, missing, or moved (path updated)."""
+        return S.verify_all(self.db, progress)
+
+    # lineage, publications, models
+
+    def add_lineage(
+        self, child_kind: str, child_id: str | int, parent_kind: str, parent_id: str | int, relation: str,
+        details: dict[str, Any] | None = None,
+    ) -> LineageEdge:  # fmt: skip
+        """Record that child was made from parent (adapters by ref or id, models by name or id)."""
+        return L.insert_edge(
+            self.db, (child_kind, child_id), (parent_kind, parent_id), relation, details
+        )
+
+    def lineage(self, ref: str) -> list[LineageEdge]:
+        """An adapter's parents and children."""
+        return L.lineage_of(self.db, "adapter", str(Q.resolve_id(self.db, ref)))
+
+    def model_lineage(self, name: str) -> list[LineageEdge]:
+        """A model's parents and children."""
+        return L.lineage_of(self.db, "model", str(L.find_model(self.db, name).id))
+
+    def record_publication(
+        self,
+        ref: str,
+        repo: str,
+        revision: str,
+        commit_sha: str | None,
+        url: str | None,
+        *,
+        kind: str = "adapter",
+    ) -> list[PublicationRecord]:
+        """Record a push of an adapter (or, kind="mix", a mix recipe); returns its publications."""
+        owner = (
+            kind,
+            Q.resolve_id(self.db, ref) if kind == "adapter" else M.load_mix(self.db, ref).id,
+        )
+        L.insert_publication(self.db, owner, repo, revision, commit_sha, url)
+        return self.publications(ref, kind=kind)
+
+    def publications(self, ref: str, *, kind: str = "adapter") -> list[PublicationRecord]:
+        """Where an adapter (or mix) was published, oldest first."""
+        if kind == "mix":
+            return L.select_publications(self.db, "mix_id", M.load_mix(self.db, ref).id)
+        return L.select_publications(self.db, "adapter_id", Q.resolve_id(self.db, ref))
+
+    def record_model(
+        self, name: str, path: str | os.PathLike[str], details: dict[str, Any] | None = None, *,
+        kind: str = "fused", base_family: str | None = None, force: bool = False,
+    ) -> ModelRecord:  # fmt: skip
+        """Record a full model (a fused pipeline or a base); not an adapter."""
+        return L.upsert_model(
+            self.db, name, Path(path), details, kind=kind, base_family=base_family, force=force
+        )
+
+    def get_model(self, name: str) -> ModelRecord:
+        """A recorded model by name."""
+        return L.find_model(self.db, name)
+
+    def list_models(self) -> list[ModelRecord]:
+        """Every recorded model."""
+        return L.list_models(self.db)
+
+    # mixes
+
+    def create_mix(
+        self,
+        name: str,
+        members: list[MixMember],
+        *,
+        description: str | None = None,
+        force: bool = False,
+    ) -> MixRecord:
+        """Store a validated mix (members exist, no duplicates, one base family)."""
+        return M.save_mix(self.db, name, members, description=description, force=force)
+
+    def get_mix(self, name: str) -> MixRecord:
+        """A mix by name."""
+        return M.load_mix(self.db, name)
+
+    def list_mixes(self) -> list[MixRecord]:
+        """Every mix, by name."""
+        return M.all_mixes(self.db)
+
+    def remove_mix(self, name: str) -> None:
+        """Remove a mix (its adapters stay)."""
+        M.delete_mix(self.db, name)
+
+    def resolve_members(self, members: list[MixMember]) -> list[AdapterSpec]:
+        """Weighted references to AdapterSpecs for the engine and ops (mix rules applied)."""
+        return M.specs(self.db, members)
+
+    def resolve_mix(self, name: str) -> list[AdapterSpec]:
+        """A stored mix's members as AdapterSpecs (the exact adapters pinned at creation)."""
+        mix = M.load_mix(self.db, name)
+        records = M.mix_member_records(self.db, mix)
+        return [M.to_spec(m, r) for m, r in zip(mix.members, records, strict=True)]
