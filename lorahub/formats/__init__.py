@@ -19,7 +19,7 @@ _LAZY = {
     "open_adapter": "lorahub.formats.reader",
     "write_adapter": "lorahub.formats.writer",
     "WRITE_FORMATS": "lorahub.formats.writer",
-    "spectrum": "lorahub.formats.spectrum",
+    "spectrum": "lorahub.formats.spectra",
 }
 
 __all__ = [

@@ -47,8 +47,11 @@ def is_pickle(path: str | os.PathLike[str]) -> bool:
     if path.suffix.lower() in PICKLE_SUFFIXES:
         return True
     with open(path, "rb") as fh:
-        head = fh.read(4)
-    return head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and head[1] <= 5)
+        head = fh.read(9)
+    if head.startswith(b"PK\x03\x04"):
+        return True
+    # pickle protocol 2-5 starts 0x80 0x0N; a safetensors length can too, but its JSON follows at byte 8
+    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5 and head[8:9] != b"{"
 
 
 def refuse_pickle(path: str | os.PathLike[str]) -> None:
@@ -86,13 +89,13 @@ def _check_length(path: Path, raw_len: bytes, size: int) -> int:
             f"{path.name} is truncated: {size} bytes, too short for a safetensors header"
         )
     (n,) = struct.unpack("<Q", raw_len)
+    if n > MAX_HEADER or n < 2:
+        raise BadFileError(f"{path.name} is not a safetensors file: implausible header length {n}")
     if n > size - 8:
         raise BadFileError(
             f"{path.name} is not a valid safetensors file (truncated?): header length {n} "
             f"is larger than the file ({size} bytes)"
         )
-    if n > MAX_HEADER or n < 2:
-        raise BadFileError(f"{path.name} is not a safetensors file: implausible header length {n}")
     return n
 
 
