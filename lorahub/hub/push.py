@@ -1,0 +1,302 @@
+"""Pushing an adapter (or a mix) to a Hub repo: stage the files, commit only what changed, record it."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lorahub.errors import InvalidInputError, NotFoundError
+from lorahub.hub import client
+from lorahub.hub.card import HubFile, adapter_card
+from lorahub.registry.records import AdapterRecord
+
+WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+ALSO_FORMATS = ("kohya",)
+DROP_METADATA = ("format", "lora_adapter_metadata")  # rewritten by the writer for the new layout
+Progress = Callable[..., None] | None
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What a push did (or, with dry_run, would do)."""
+
+    ref: str
+    kind: str  # adapter | mix
+    repo: str
+    revision: str
+    url: str
+    card: str
+    files: tuple[HubFile, ...]
+    dry_run: bool = False
+    commit_sha: str | None = None
+    commit_url: str | None = None
+    changed: bool = False
+    uploaded: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ref": self.ref,
+            "kind": self.kind,
+            "repo": self.repo,
+            "revision": self.revision,
+            "url": self.url,
+            "commit_sha": self.commit_sha,
+            "commit_url": self.commit_url,
+            "changed": self.changed,
+            "dry_run": self.dry_run,
+            "uploaded": list(self.uploaded),
+            "files": [f.to_json() for f in self.files],
+            "card": self.card,
+        }
+
+
+@dataclass
+class Staged:
+    """Files ready to upload: each HubFile with the local path holding its bytes."""
+
+    ref: str
+    kind: str
+    files: list[tuple[HubFile, Path]] = field(default_factory=list)
+
+    def add(self, local: Path, path_in_repo: str, role: str) -> HubFile:
+        """Stage one local file under `path_in_repo`."""
+        entry = HubFile(path_in_repo, local.stat().st_size, sha256_file(local), role)
+        self.files.append((entry, local))
+        return entry
+
+    @property
+    def hub_files(self) -> list[HubFile]:
+        return [f for f, _ in self.files]
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def git_blob_sha1(path: Path) -> str:
+    """The git blob id of a file (what the Hub reports for regular, non-LFS files)."""
+    data = path.read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def check_also(also: Iterable[str]) -> tuple[str, ...]:
+    """Validate `--also` formats."""
+    out = tuple(dict.fromkeys(a.strip().lower() for a in also if a.strip()))
+    for fmt in out:
+        if fmt not in ALSO_FORMATS:
+            raise InvalidInputError(f"invalid --also {fmt!r}: use {', '.join(ALSO_FORMATS)}")
+    return out
+
+
+def write_weights(record: AdapterRecord, dest: Path, fmt: str) -> Path:
+    """`record`'s weights in `fmt` at `dest`: the registered file itself when already in that format."""
+    src = Path(record.path)
+    if not src.is_file():
+        raise NotFoundError(f"the file of {record.ref} is missing: {src} (run `lorahub verify`)")
+    if record.format == fmt:
+        return src
+    from lorahub.formats import open_adapter, write_adapter
+
+    family = record.base_family if record.base_family != "unknown" else None
+    meta = {k: v for k, v in (record.metadata or {}).items() if k not in DROP_METADATA}
+    with open_adapter(src) as reader:
+        write_adapter(reader.modules(), dest, format=fmt, metadata=meta, base_family=family)
+    return dest
+
+
+def kohya_name(record: AdapterRecord) -> str:
+    """The kohya file's name in the repo: the adapter's name, as A1111 shows it."""
+    stem = record.name if record.name != "pytorch_lora_weights" else f"{record.name}_kohya"
+    return f"{stem}.safetensors"
+
+
+def stage_adapter(
+    reg: Any,
+    record: AdapterRecord,
+    repo: str,
+    tmp: Path,
+    also: tuple[str, ...],
+    license: str | None,
+) -> tuple[Staged, str]:
+    """Stage weights (diffusers), the optional kohya file, the preview and the card."""
+    staged = Staged(record.ref, "adapter")
+    staged.add(write_weights(record, tmp / WEIGHT_NAME, "diffusers"), WEIGHT_NAME, "weights")
+    if "kohya" in also:
+        name = kohya_name(record)
+        staged.add(write_weights(record, tmp / "kohya" / name, "kohya"), name, "kohya")
+    preview = reg.preview_path(record.ref)
+    if preview is not None and preview.is_file():
+        staged.add(preview, f"images/preview{preview.suffix.lower()}", "image")
+    card = adapter_card(record, repo, staged.hub_files, reg.lineage(record.ref), license=license)
+    (tmp / "README.md").write_text(card, encoding="utf-8")
+    staged.add(tmp / "README.md", "README.md", "card")
+    return staged, card
+
+
+def repo_url(repo: str, revision: str) -> str:
+    """The repo's page on the Hub (the branch's tree for a non-main revision)."""
+    base = f"{client.endpoint()}/{repo}"
+    return base if revision == "main" else f"{base}/tree/{revision}"
+
+
+def publish(
+    staged: Staged, repo: str, revision: str, *, private: bool, message: str | None,
+    token: str | None, progress: Progress = None,
+) -> tuple[str, str, list[str]]:  # fmt: skip
+    """Create the repo/branch if needed and commit the files that differ: (commit sha, url, uploaded)."""
+    api = client.hf_api(token)
+    step = progress or (lambda *a, **k: None)
+    step(0, total=3, status="creating repo")
+    client.call(
+        lambda: api.create_repo(repo, private=private, exist_ok=True),
+        f"create {repo}",
+        token=token,
+        repo=repo,
+    )
+    if revision != "main":
+        client.call(
+            lambda: api.create_branch(repo, branch=revision, exist_ok=True),
+            f"create branch {revision}",
+            token=token,
+            repo=repo,
+        )
+    step(1, status="comparing files")
+    changed = changed_files(api, staged, repo, revision, token)
+    step(1, status=f"uploading {len(changed)} file(s)" if changed else "up to date")
+    if not changed:
+        info = client.call(
+            lambda: api.repo_info(repo, revision=revision), f"read {repo}", token=token, repo=repo
+        )
+        step(1, status="done")
+        return str(info.sha), f"{client.endpoint()}/{repo}/commit/{info.sha}", []
+    summary = message or f"Upload {staged.ref} with lorahub"
+    commit = client.call(
+        lambda: _commit(api, repo, revision, changed, summary),
+        f"push to {repo}",
+        token=token,
+        repo=repo,
+    )
+    step(1, status="done")
+    return str(commit.oid), str(commit.commit_url), [f.path_in_repo for f, _ in changed]
+
+
+def _commit(
+    api: Any, repo: str, revision: str, files: list[tuple[HubFile, Path]], summary: str
+) -> Any:
+    """One commit of the given files (fresh operations on every attempt)."""
+    from huggingface_hub import CommitOperationAdd
+
+    ops = [
+        CommitOperationAdd(path_in_repo=f.path_in_repo, path_or_fileobj=str(p)) for f, p in files
+    ]
+    return api.create_commit(repo, ops, commit_message=summary, revision=revision)
+
+
+def changed_files(
+    api: Any, staged: Staged, repo: str, revision: str, token: str | None
+) -> list[tuple[HubFile, Path]]:
+    """The staged files whose bytes differ from the repo's (LFS by sha256, regular by git blob id)."""
+    from huggingface_hub.hf_api import RepoFile
+
+    paths = [f.path_in_repo for f, _ in staged.files]
+    remote = client.call(
+        lambda: api.get_paths_info(repo, paths, revision=revision),
+        f"read {repo}",
+        token=token,
+        repo=repo,
+    )
+    by_path = {r.path: r for r in remote if isinstance(r, RepoFile)}
+    out = []
+    for entry, local in staged.files:
+        r = by_path.get(entry.path_in_repo)
+        same = (
+            r is not None
+            and r.size == entry.size
+            and (
+                r.lfs.sha256 == entry.sha256
+                if r.lfs is not None
+                else r.blob_id == git_blob_sha1(local)
+            )
+        )
+        if not same:
+            out.append((entry, local))
+    return out
+
+
+def push_adapter(
+    ref: str, repo: str, *, private: bool = False, revision: str | None = None, message: str | None = None,
+    also: Iterable[str] = (), dry_run: bool = False, license: str | None = None, token: str | None = None,
+    registry: Any = None, progress: Progress = None, recipe: bool = False,
+) -> PushResult:  # fmt: skip
+    """Publish a registered adapter (or a mix: baked, or with `recipe` its JSON recipe) to a Hub repo."""
+    from lorahub.registry import Registry
+
+    client.check_repo_id(repo)
+    also_t = check_also(also)
+    rev = revision or "main"
+    reg = registry or Registry()
+    tmp = Path(tempfile.mkdtemp(prefix="lorahub-push-"))
+    try:
+        staged, card = _stage(reg, ref, repo, tmp, also_t, license, recipe)
+        files = tuple(staged.hub_files)
+        url = repo_url(repo, rev)
+        if dry_run:
+            return PushResult(staged.ref, staged.kind, repo, rev, url, card, files, dry_run=True)
+        tok = client.resolve_token(token)
+        sha, commit_url, uploaded = publish(
+            staged, repo, rev, private=private, message=message, token=tok, progress=progress
+        )
+        reg.record_publication(staged.ref, repo, rev, sha, url, kind=staged.kind)
+        return PushResult(
+            staged.ref,
+            staged.kind,
+            repo,
+            rev,
+            url,
+            card,
+            files,
+            False,
+            sha,
+            commit_url,
+            bool(uploaded),
+            tuple(uploaded),
+        )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if registry is None:
+            reg.close()
+
+
+def _stage(
+    reg: Any,
+    ref: str,
+    repo: str,
+    tmp: Path,
+    also: tuple[str, ...],
+    license: str | None,
+    recipe: bool,
+) -> tuple[Staged, str]:
+    """Stage an adapter, or a mix when `ref` names one."""
+    try:
+        record = reg.get_adapter(ref)
+    except NotFoundError:
+        from lorahub.hub.mixes import stage_mix
+
+        try:
+            mix = reg.get_mix(ref)
+        except NotFoundError:
+            raise NotFoundError(f"no adapter or mix named {ref!r}") from None
+        return stage_mix(reg, mix, repo, tmp, license, recipe)
+    if recipe:
+        raise InvalidInputError(f"--recipe is for mixes; {ref!r} is an adapter")
+    return stage_adapter(reg, record, repo, tmp, also, license)
