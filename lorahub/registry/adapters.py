@@ -65,7 +65,7 @@ def default_name(path: Path) -> str:
     if stem in GENERIC_STEMS and path.parent.name:
         stem = path.parent.name
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", stem)
-    name = re.sub(r"-{2,}", "-", name).lstrip("._-")
+    name = re.sub(r"-{2,}", "-", name).strip("._-")
     return name[:100] or "adapter"
 
 

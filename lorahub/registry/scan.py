@@ -140,10 +140,12 @@ def _match_moves(
 ) -> None:
     """A missing record whose exact file (sha256) appeared as a new file in this scan moved there."""
     new_by_hash: dict[str, ScanItem] = {}
-    for item in report.new:
-        row = db.execute("SELECT id, sha256 FROM adapters WHERE path = ?", [item.path]).fetchone()
+    for new_item in report.new:
+        row = db.execute(
+            "SELECT id, sha256 FROM adapters WHERE path = ?", [new_item.path]
+        ).fetchone()
         if row and row[1]:
-            new_by_hash.setdefault(row[1], item)
+            new_by_hash.setdefault(row[1], new_item)
     for old in missing:
         item: ScanItem | None = new_by_hash.pop(old["sha256"], None) if old["sha256"] else None
         if item is None:
@@ -295,5 +297,7 @@ def _find_moved(
             continue
         st = moved_to.stat()
         with transaction(db):
-            update_row(db, r["id"], {"path": str(moved_to), "size": st.st_size, "mtime": st.st_mtime})
+            update_row(
+                db, r["id"], {"path": str(moved_to), "size": st.st_size, "mtime": st.st_mtime}
+            )
         report.moved.append(ScanItem(str(moved_to), _label(r), f"from {r['path']}"))
