@@ -292,3 +292,18 @@ def test_inspect_imports_no_torch(fixtures_dir):
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cli_inspect_by_registry_name(fixtures_dir):
+    from lorahub.cli import main
+
+    from lorahub.registry import Registry
+
+    Registry().add_adapter(
+        fixtures_dir / "sd15_diffusers-attnproc_r4_catundchat.safetensors", name="weapons"
+    )
+    result = CliRunner().invoke(main, ["inspect", "weapons", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["format"] == "diffusers-attnproc"
+    missing = CliRunner().invoke(main, ["inspect", "no-such-adapter"])
+    assert missing.exit_code == 1
