@@ -115,3 +115,25 @@ def combine_error(pairs: list[tuple[float, float]]) -> float:
     err = math.sqrt(sum(e * e for e, _ in pairs))
     tgt = math.sqrt(sum(t * t for _, t in pairs))
     return err / tgt if tgt > 0 else 0.0
+
+
+def factored_error(up: Any, down: Any, target_up: Any, target_down: Any) -> float:
+    """‖up@down − target_up@target_down‖_F without the full matrices (QR of the stacked factors)."""
+    import torch
+
+    dt = getattr(torch, COMPUTE_DTYPE)
+    left = torch.cat([up.to(dt), target_up.to(dt)], dim=1)
+    right = torch.cat([down.to(dt), -target_down.to(dt)], dim=0)
+    _, r_l = torch.linalg.qr(left, mode="reduced")
+    _, r_r = torch.linalg.qr(right.T, mode="reduced")
+    return float((r_l @ r_r.T).norm())
+
+
+def factored_norm(up: Any, down: Any) -> float:
+    """‖up@down‖_F without the full matrix."""
+    import torch
+
+    dt = getattr(torch, COMPUTE_DTYPE)
+    _, r_l = torch.linalg.qr(up.to(dt), mode="reduced")
+    _, r_r = torch.linalg.qr(down.to(dt).T, mode="reduced")
+    return float((r_l @ r_r.T).norm())

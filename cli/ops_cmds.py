@@ -1,0 +1,335 @@
+"""`lorahub mix|merge|resize|export|fuse`: thin click commands over `lorahub.ops.api`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from lorahub.cli.output import (
+    handle_errors,
+    info,
+    json_option,
+    kv,
+    print_json,
+    progress,
+    table,
+    warn,
+)
+
+FORMATS = click.Choice(["diffusers", "kohya", "peft"])
+MEMBER_OPTIONS = [
+    click.option(
+        "--unet-only", is_flag=True, help="Apply the members to the UNet only (text weight 0)."
+    ),
+    click.option(
+        "--te", "te", type=float, default=None, help="Text-encoder weight for every member."
+    ),
+    click.option(
+        "--blocks", multiple=True, metavar="REF=down:W,mid:W,up:W", help="Per-block UNet weights."
+    ),
+]
+
+
+def member_options(func: Any) -> Any:
+    """--unet-only, --te, --blocks."""
+    for opt in reversed(MEMBER_OPTIONS):
+        func = opt(func)
+    return func
+
+
+def _registry() -> Any:
+    from lorahub.registry import Registry
+
+    return Registry()
+
+
+def _members(
+    refs: tuple[str, ...], unet_only: bool, te: float | None, blocks: tuple[str, ...]
+) -> list[Any]:
+    from lorahub.ops.api import parse_members
+
+    return parse_members(refs, unet_only=unet_only, te=te, blocks=blocks)
+
+
+def _show_report(report: Any, as_json: bool, verbose: bool = True) -> None:
+    """The fidelity report: a summary, the worst modules (all with -v), then warnings."""
+    if as_json:
+        print_json(report.to_json())
+        return
+    lo, hi = report.rank_out
+    rows = sorted(report.modules, key=lambda m: -m.rel_error)
+    shown = rows if verbose else rows[:10]
+    if report.operation != "fuse":
+        table(
+            f"{report.operation} ({report.method}): per-module relative error",
+            ["module", "rank in", "rank out", "rel. error"],
+            [(m.name, m.rank_in, m.rank_out, f"{m.rel_error:.3g}") for m in shown],
+        )
+    pairs = [
+        ("output", report.output),
+        ("registered as", report.registered or "-"),
+        ("modules", len(report.modules)),
+        ("output rank", f"{lo}" if lo == hi else f"{lo}-{hi}"),
+        ("overall rel. error", f"{report.overall_error:.4g}"),
+        ("worst module", f"{report.max_error:.4g}"),
+        ("seconds", f"{report.seconds:.2f}" if report.seconds is not None else "-"),
+    ]
+    kv(
+        f"{report.operation} report",
+        pairs if report.operation != "fuse" else pairs[:3] + pairs[-1:],
+    )
+    for w in report.warnings:
+        warn(w)
+
+
+@click.group()
+def mix() -> None:
+    """Named, weighted mixes of adapters."""
+
+
+@mix.command("create")
+@click.argument("name")
+@click.argument("members", nargs=-1, required=True)
+@member_options
+@click.option("--description", "-d", default=None, help="A line about the mix.")
+@click.option("--force", is_flag=True, help="Replace a mix of the same name.")
+@json_option
+@handle_errors
+def mix_create(
+    name: str,
+    members: tuple[str, ...],
+    unet_only: bool,
+    te: float | None,
+    blocks: tuple[str, ...],
+    description: str | None,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Create mix NAME from weighted references REF[:W] or REF:unet=W,te=W."""
+    from lorahub.types import weight_warnings
+
+    parsed = _members(members, unet_only, te, blocks)
+    record = _registry().create_mix(name, parsed, description=description, force=force)
+    if as_json:
+        print_json(record.to_json())
+        return
+    for w in weight_warnings(parsed):
+        warn(w)
+    _show_mix(record)
+
+
+def _show_mix(record: Any) -> None:
+    rows = [
+        (m.ref, n or "-", f"{m.weight:g}", "-" if m.te_weight is None else f"{m.te_weight:g}",
+         ",".join(f"{k}:{v:g}" for k, v in (m.block_weights or {}).items()) or "-")
+        for m, n in zip(record.members, record.member_names, strict=True)
+    ]  # fmt: skip
+    title = f"mix {record.name} ({record.base_family or 'unknown base'})"
+    table(title, ["member", "adapter", "unet", "te", "blocks"], rows)
+    if record.description:
+        info(record.description)
+
+
+@mix.command("list")
+@json_option
+@handle_errors
+def mix_list(as_json: bool) -> None:
+    """List mixes."""
+    mixes = _registry().list_mixes()
+    if as_json:
+        print_json([m.to_json() for m in mixes])
+        return
+    rows = [
+        (
+            m.name,
+            m.base_family or "-",
+            ", ".join(f"{x.ref}:{x.weight:g}" for x in m.members),
+            m.description or "",
+        )
+        for m in mixes
+    ]
+    table("mixes", ["name", "base", "members", "description"], rows)
+
+
+@mix.command("show")
+@click.argument("name")
+@json_option
+@handle_errors
+def mix_show(name: str, as_json: bool) -> None:
+    """Show one mix."""
+    record = _registry().get_mix(name)
+    if as_json:
+        print_json(record.to_json())
+    else:
+        _show_mix(record)
+
+
+@mix.command("rm")
+@click.argument("name")
+@json_option
+@handle_errors
+def mix_rm(name: str, as_json: bool) -> None:
+    """Remove a mix (its adapters stay)."""
+    _registry().remove_mix(name)
+    if as_json:
+        print_json({"removed": name})
+    else:
+        info(f"removed mix {name}")
+
+
+def output_options(func: Any) -> Any:
+    """--name, -o, --force."""
+    func = click.option("--force", is_flag=True, help="Replace an existing name or path.")(func)
+    func = click.option("-o", "--output", default=None, help="Write to this file or folder.")(func)
+    return click.option("--name", default=None, help="Register the result under this name.")(func)
+
+
+@click.command()
+@click.argument("members", nargs=-1)
+@click.option("--mix", "mix_name", default=None, help="Merge the members of this mix.")
+@click.option("--method", type=click.Choice(["cat", "svd", "linear", "ties", "dare"]), default="svd", show_default=True,
+              help="cat: exact (ranks add up); svd: truncate to --rank; linear: A and B combined separately (equal ranks); ties/dare: sparsified task vectors.")  # fmt: skip
+@click.option(
+    "--rank",
+    type=int,
+    default=None,
+    help="Output rank for svd/ties/dare (default: the largest input rank).",
+)
+@click.option(
+    "--density",
+    type=float,
+    default=None,
+    help="Kept fraction for ties (default 0.2) and dare (default 0.5).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of dare's random drop.")
+@click.option("--format", "fmt", type=FORMATS, default="diffusers", show_default=True)
+@member_options
+@output_options
+@json_option
+@handle_errors
+def merge(
+    members: tuple[str, ...],
+    mix_name: str | None,
+    method: str,
+    rank: int | None,
+    density: float | None,
+    seed: int,
+    fmt: str,
+    unet_only: bool,
+    te: float | None,
+    blocks: tuple[str, ...],
+    name: str | None,
+    output: str | None,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Merge weighted adapters (REF[:W], files, or --mix NAME) into one adapter."""
+    from lorahub.ops import api
+    from lorahub.ops.merge import MergeOptions
+
+    parsed = _members(members, unet_only, te, blocks)
+    with progress("merging", quiet=as_json) as bar:
+        report = api.merge(
+            _registry(),
+            parsed,
+            MergeOptions(method, rank, density, seed),
+            api.Output(name, output, force),
+            mix=mix_name,
+            format=fmt,
+            progress=bar,
+        )
+    _show_report(report, as_json, verbose=False)
+
+
+@click.command()
+@click.argument("ref")
+@click.option("--rank", type=int, default=None, help="Keep at most this rank per module.")
+@click.option(
+    "--energy",
+    type=float,
+    default=None,
+    help="Per-module rank keeping this fraction of ‖ΔW‖² (e.g. 0.99).",
+)
+@click.option("--format", "fmt", type=FORMATS, default="diffusers", show_default=True)
+@output_options
+@json_option
+@handle_errors
+def resize(
+    ref: str,
+    rank: int | None,
+    energy: float | None,
+    fmt: str,
+    name: str | None,
+    output: str | None,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Reduce an adapter's rank (truncated SVD per module), reporting the error per module."""
+    from lorahub.ops import api
+
+    with progress("resizing", quiet=as_json) as bar:
+        report = api.resize(
+            _registry(),
+            ref,
+            api.Output(name, output, force),
+            rank=rank,
+            energy=energy,
+            format=fmt,
+            progress=bar,
+        )
+    _show_report(report, as_json, verbose=False)
+
+
+@click.command()
+@click.argument("ref")
+@click.option("--format", "fmt", type=FORMATS, required=True, help="The layout to write.")
+@output_options
+@json_option
+@handle_errors
+def export(
+    ref: str, fmt: str, name: str | None, output: str | None, force: bool, as_json: bool
+) -> None:
+    """Convert an adapter to the diffusers, kohya (A1111/ComfyUI) or PEFT layout."""
+    from lorahub.ops import api
+
+    report = api.export(_registry(), ref, api.Output(name, output, force), format=fmt)
+    _show_report(report, as_json, verbose=False)
+
+
+@click.command()
+@click.argument("members", nargs=-1)
+@click.option(
+    "--base", required=True, help="Base model: tiny, tiny-sdxl, a pipeline folder or a Hub id."
+)
+@click.option("--mix", "mix_name", default=None, help="Fuse the members of this mix.")
+@click.option("-o", "--output", required=True, help="The pipeline folder to write.")
+@click.option(
+    "--name",
+    default=None,
+    help="Record the fused model under this name (default: the folder name).",
+)
+@click.option("--force", is_flag=True, help="Replace an existing folder or model record.")
+@member_options
+@json_option
+@handle_errors
+def fuse(
+    members: tuple[str, ...],
+    base: str,
+    mix_name: str | None,
+    output: str,
+    name: str | None,
+    force: bool,
+    unet_only: bool,
+    te: float | None,
+    blocks: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Fuse weighted adapters into a full base model folder (not an adapter)."""
+    from lorahub.ops import api
+
+    parsed = _members(members, unet_only, te, blocks)
+    with progress("fusing", quiet=as_json) as bar:
+        report = api.fuse(
+            _registry(), parsed, base, output, mix=mix_name, name=name, force=force, progress=bar
+        )
+    _show_report(report, as_json)

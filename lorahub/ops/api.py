@@ -1,0 +1,287 @@
+"""Registry-aware operations: resolve members, run an op, name the output, record lineage.
+
+Each function here is the ONE library call behind a CLI command (`merge`, `resize`, `export`,
+`fuse`); the tensor work itself lives in merge.py, resize.py, export.py and fuse.py.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lorahub.errors import AlreadyExistsError, InvalidInputError, NotFoundError
+from lorahub.ops import inputs as I
+from lorahub.ops.merge import MergeOptions
+from lorahub.ops.report import OpReport
+from lorahub.types import AdapterSpec, MixMember, check_name, parse_weighted_ref
+
+Progress = Callable[..., None] | None
+SUFFIX = {"diffusers": ".safetensors", "kohya": ".safetensors", "peft": ""}
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where a result goes: a registry name, a path, or both (then the file is registered in place)."""
+
+    name: str | None = None
+    path: str | None = None
+    force: bool = False
+
+
+def parse_members(
+    texts: Sequence[str],
+    *,
+    unet_only: bool = False,
+    te: float | None = None,
+    blocks: Sequence[str] = (),
+) -> list[MixMember]:
+    """Weighted references (or file paths, `PATH[:W]`) with --unet-only, --te and --blocks applied."""
+    from lorahub.types import parse_block_weights
+
+    if unet_only and te is not None:
+        raise InvalidInputError("--unet-only and --te exclude each other")
+    members = [_parse_one(t) for t in texts]
+    by_ref: dict[str, dict[str, float]] = {}
+    for b in blocks:
+        ref, eq, spec = b.partition("=")
+        if not eq or ref not in {m.ref for m in members}:
+            raise InvalidInputError(
+                f"--blocks {b!r}: use REF=down:W,mid:W,up:W for a listed member"
+            )
+        by_ref[ref] = parse_block_weights(spec)
+    text = 0.0 if unet_only else te
+    return [
+        MixMember(
+            m.ref,
+            m.weight,
+            m.te_weight if text is None or m.te_weight is not None else text,
+            by_ref.get(m.ref),
+        )
+        for m in members
+    ]
+
+
+def _parse_one(text: str) -> MixMember:
+    """`REF[:W]`, `REF:unet=W,te=W`, or the same with an existing file path in place of REF."""
+    head, sep, tail = text.rpartition(":")
+    if Path(text).expanduser().is_file():
+        return MixMember(text)
+    if sep and Path(head).expanduser().is_file():
+        m = parse_weighted_ref(f"file:{tail}")
+        return MixMember(head, m.weight, m.te_weight)
+    return parse_weighted_ref(text)
+
+
+def resolve(registry: Any, members: Sequence[MixMember], mix: str | None) -> list[AdapterSpec]:
+    """AdapterSpecs for members (registered refs and files) or a stored mix; one family, no duplicates."""
+    if mix and members:
+        raise InvalidInputError("give adapters or --mix NAME, not both")
+    if mix:
+        specs = registry.resolve_mix(mix)
+    else:
+        files = {i for i, m in enumerate(members) if _is_file(m.ref)}
+        refs = [m for i, m in enumerate(members) if i not in files]
+        resolved = iter(registry.resolve_members(refs) if refs else [])
+        specs = [
+            I.spec_from_file(m.ref, m.weight, m.te_weight, m.block_weights)
+            if i in files
+            else next(resolved)
+            for i, m in enumerate(members)
+        ]
+    I.check_specs(specs)
+    return specs
+
+
+def _is_file(ref: str) -> bool:
+    return ("/" in ref or ref.endswith(".safetensors")) and Path(ref).expanduser().exists()
+
+
+def destination(registry: Any, out: Output, stem: str, format: str = "diffusers") -> Path:
+    """The file to write: -o PATH, or the store path of --name; refuses taken names without force."""
+    if not out.name and not out.path:
+        raise InvalidInputError("name the result with --name NAME (registry) or -o PATH (file)")
+    if out.name:
+        check_name(out.name)
+        if not out.force and _adapter_exists(registry, out.name):
+            raise AlreadyExistsError(f"adapter {out.name!r} exists (use --force to replace it)")
+    if out.path:
+        path = Path(out.path).expanduser().resolve()
+        if path.exists() and not out.force:
+            raise AlreadyExistsError(f"{path} exists (use --force to replace it)")
+        return path
+    from lorahub.paths import store_dir
+
+    return store_dir() / str(out.name) / f"{out.name}{SUFFIX.get(format, '.safetensors') or ''}"
+
+
+def _adapter_exists(registry: Any, name: str) -> bool:
+    try:
+        registry.get_adapter(name)
+    except NotFoundError:
+        return False
+    return True
+
+
+def _model_exists(registry: Any, name: str) -> bool:
+    try:
+        registry.get_model(name)
+    except NotFoundError:
+        return False
+    return True
+
+
+def _register(
+    registry: Any,
+    path: Path,
+    out: Output,
+    source: str,
+    relation: str,
+    parents: list[tuple[str, dict[str, Any]]],
+) -> str | None:
+    """Register the written file under --name with one lineage edge per registered parent."""
+    from lorahub.registry import LineageParent
+
+    if not out.name:
+        return None
+    lineage = [LineageParent("adapter", ref, relation, details) for ref, details in parents]
+    record = registry.add_adapter(
+        path, name=out.name, source=source, lineage=lineage, force=out.force
+    )
+    return str(record.ref)
+
+
+def _registered_parents(
+    registry: Any, specs: Sequence[AdapterSpec], report: OpReport
+) -> list[tuple[str, dict[str, Any]]]:
+    """(ref, details) for each input that is a registered adapter; details hold the whole report."""
+    out = []
+    for s, given in zip(specs, report.inputs, strict=True):
+        if _adapter_exists(registry, s.name):
+            out.append((s.name, {**report.to_json(), "input": given}))
+    return out
+
+
+def merge(
+    registry: Any,
+    members: Sequence[MixMember],
+    options: MergeOptions,
+    out: Output,
+    *,
+    mix: str | None = None,
+    format: str = "diffusers",
+    progress: Progress = None,
+) -> OpReport:
+    """Merge members (or a mix) into one adapter; write, register with merged-from lineage."""
+    from lorahub.ops.merge import merge_adapters
+
+    options = options.check()
+    specs = resolve(registry, members, mix)
+    dest = destination(registry, out, "merged", format)
+    report = merge_adapters(specs, dest, options, format=format, progress=progress)
+    report.warnings.extend(_weight_warnings(specs))
+    report.registered = _register(
+        registry, dest, out, "merged", "merged-from", _registered_parents(registry, specs, report)
+    )
+    return report
+
+
+def _weight_warnings(specs: Sequence[AdapterSpec]) -> list[str]:
+    from lorahub.types import weight_warnings
+
+    return weight_warnings(
+        [MixMember(s.name, s.weight, s.te_weight, s.block_weights) for s in specs]
+    )
+
+
+def _single(registry: Any, ref: str) -> AdapterSpec:
+    """An adapter given by reference or file path, as a spec."""
+    if _is_file(ref) or Path(ref).expanduser().is_file():
+        return I.spec_from_file(ref)
+    return registry.resolve_members([MixMember(ref)])[0]
+
+
+def resize(
+    registry: Any,
+    ref: str,
+    out: Output,
+    *,
+    rank: int | None = None,
+    energy: float | None = None,
+    format: str = "diffusers",
+    progress: Progress = None,
+) -> OpReport:
+    """Resize one adapter; register the result with resized-from lineage."""
+    from lorahub.ops.resize import check_resize, resize_adapter
+
+    check_resize(rank, energy)
+    spec = _single(registry, ref)
+    dest = destination(registry, out, spec.name, format)
+    report = resize_adapter(
+        spec.path, dest, rank=rank, energy=energy, format=format, progress=progress
+    )
+    report.inputs = [{"name": spec.name}]
+    report.registered = _register(
+        registry, dest, out, "merged", "resized-from", _registered_parents(registry, [spec], report)
+    )
+    return report
+
+
+def export(registry: Any, ref: str, out: Output, *, format: str) -> OpReport:
+    """Convert one adapter to `format`; with --name, register it with converted-from lineage."""
+    from lorahub.ops.export import export_adapter
+
+    spec = _single(registry, ref)
+    dest = destination(registry, out, spec.name, format)
+    report = export_adapter(spec.path, dest, format=format)
+    report.inputs = [{"name": spec.name, **report.inputs[0]}]
+    report.registered = _register(
+        registry,
+        dest,
+        out,
+        "converted",
+        "converted-from",
+        _registered_parents(registry, [spec], report),
+    )
+    return report
+
+
+def fuse(
+    registry: Any,
+    members: Sequence[MixMember],
+    base: str,
+    output: str | os.PathLike[str],
+    *,
+    mix: str | None = None,
+    name: str | None = None,
+    force: bool = False,
+    progress: Progress = None,
+) -> OpReport:
+    """Fuse members (or a mix) into `base`, save the pipeline folder, record the model and lineage."""
+    from lorahub.ops.fuse import fuse_adapters
+
+    specs = resolve(registry, members, mix)
+    model_name = check_name(name or Path(output).name, "model name")
+    if not force and _model_exists(registry, model_name):
+        raise AlreadyExistsError(f"model {model_name!r} exists (use --force to replace it)")
+    report = fuse_adapters(
+        base, specs, Path(output).expanduser().resolve(), force=force, progress=progress
+    )
+    report.warnings.extend(_weight_warnings(specs))
+    details = {**report.summary(), "base": base}
+    model = registry.record_model(
+        model_name,
+        report.output,
+        details,
+        kind="fused",
+        base_family=I.check_specs(specs),
+        force=force,
+    )
+    for ref, d in _registered_parents(registry, specs, report):
+        registry.add_lineage(
+            "model", model.id, "adapter", ref, "fused-from", {"input": d["input"], "base": base}
+        )
+    report.registered = model.name
+    return report

@@ -1,0 +1,107 @@
+"""Fusing adapters into a base model: W += Σ cᵢ·ΔWᵢ module by module, saved as a pipeline folder."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from lorahub.errors import AlreadyExistsError, IncompatibleError, UnsupportedError
+from lorahub.ops import inputs as I
+from lorahub.ops.report import ModuleReport, OpReport
+from lorahub.types import AdapterSpec
+
+COMPONENTS = ("unet", "text_encoder", "text_encoder_2", "transformer")
+
+
+def fuse_adapters(
+    base: str,
+    specs: Sequence[AdapterSpec],
+    dest: str | os.PathLike[str],
+    *,
+    force: bool = False,
+    progress: Callable[..., None] | None = None,
+) -> OpReport:
+    """Load `base`, add every member's weighted ΔW to its weights, save the pipeline at `dest`."""
+    from lorahub.fileio import atomic_dir
+    from lorahub.models import base_family_of, load_pipeline
+
+    dest = Path(dest)
+    if dest.exists() and not force:
+        raise AlreadyExistsError(f"{dest} exists (use --force to replace it)")
+    family = I.check_specs(specs)
+    I.refuse_network(specs, "fuse", ("lora", "locon", "loha", "lokr"))
+    base_family = base_family_of(base)
+    if family not in I.UNKNOWN_FAMILIES and base_family and family != base_family:
+        raise IncompatibleError(
+            f"the adapters are for {family} but the base {base!r} is {base_family}"
+        )
+    started = time.perf_counter()
+    pipe = load_pipeline(base, device="cpu", dtype="fp32")
+    report = OpReport("fuse", None, [_input(s) for s in specs], str(dest))
+    for spec in specs:
+        _fuse_one(pipe, spec, report, progress)
+    with atomic_dir(dest) as tmp:
+        pipe.save_pretrained(tmp, safe_serialization=True)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _input(spec: AdapterSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "weight": spec.weight,
+        "te_weight": spec.te_weight,
+        "block_weights": spec.block_weights,
+    }
+
+
+def _fuse_one(
+    pipe: Any, spec: AdapterSpec, report: OpReport, progress: Callable[..., None] | None
+) -> None:
+    """Add one adapter's weighted ΔW to the pipeline's weights, module by module."""
+    import torch
+
+    from lorahub.formats import open_adapter
+
+    reader = open_adapter(spec.path)
+    if progress:
+        progress(0, total=len(reader.module_names()), status=spec.name)
+    for name, mw in reader.modules():
+        I.check_module(name, spec, mw, "fuse", lycoris_ok=True)
+        weight = target_weight(pipe, name, spec)
+        c = I.coefficient(spec, name)
+        delta = mw.delta_weight()
+        if delta.numel() != weight.numel():
+            raise IncompatibleError(
+                f"{spec.name}: {name} has ΔW {tuple(delta.shape)} but the base weight is {tuple(weight.shape)}"
+            )
+        with torch.no_grad():
+            weight.add_(delta.reshape(weight.shape).to(weight.dtype), alpha=c)
+        norm = float(delta.double().norm()) * abs(c)
+        report.add(ModuleReport(name, int(mw.rank or 0), 0, norm, 0.0))
+        if progress:
+            progress(1, status=name)
+
+
+def target_weight(pipe: Any, name: str, spec: AdapterSpec) -> Any:
+    """The base weight tensor a canonical module name points at."""
+    component, _, path = name.partition(".")
+    model = getattr(pipe, component, None) if component in COMPONENTS else None
+    if model is None:
+        raise IncompatibleError(f"{spec.name}: the base has no {component} for module {name}")
+    layer = None
+    for candidate in (path, f"text_model.{path}"):
+        try:
+            layer = model.get_submodule(candidate)
+            break
+        except AttributeError:
+            continue
+    if layer is None:
+        raise IncompatibleError(f"{spec.name}: the base has no module {name}")
+    weight = getattr(layer, "weight", None)
+    if weight is None:
+        raise UnsupportedError(f"{spec.name}: {name} is not a layer with a weight")
+    return weight.data
