@@ -1,0 +1,196 @@
+"""The inference engine: one worker owns the pipelines; requests queue; `generate(request)`.
+
+Usable directly (the CLI calls `generate`, which runs inline) or from a server thread
+(`start()` a worker, then `submit()`/`generate()` from any thread). Each request runs alone
+with its own seeded generators, so its images never depend on what else is queued.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from lorahub.errors import CapacityError
+from lorahub.inference.adapters import CpuCache
+from lorahub.inference.metrics import Metrics
+from lorahub.inference.pipelines import PipelineCache
+from lorahub.inference.requests import GenerationRequest, GenerationResult
+from lorahub.inference.runtime import BaseRuntime
+from lorahub.types import AdapterSpec
+
+GiB = 1 << 30
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Engine settings. `slot_adapters` plan the compile-safe slots when `compile` is on."""
+
+    base: str = "tiny"
+    device: str | None = None
+    dtype: str | None = None
+    compile: bool = False
+    compile_backend: str = "inductor"
+    compile_mode: str | None = None
+    slot_adapters: tuple[AdapterSpec, ...] = ()
+    slot_rank: int | None = None
+    max_resident: int = 16
+    max_resident_bytes: int = 2 * GiB
+    cpu_cache_bytes: int = 4 * GiB
+    pipeline_cache_size: int = 1
+    max_queue: int = 64
+    fuse_after: int | None = None
+    trust_pickle: bool = False
+    freeze_gc: bool = True
+    pipe_loader: Any = field(default=None, compare=False)
+
+
+class Engine:
+    """Pipelines, adapter caches and a request queue behind one lock."""
+
+    def __init__(self, config: EngineConfig | None = None, **overrides: Any):
+        from lorahub.models import pick_device, pick_dtype
+
+        self.config = replace(config or EngineConfig(), **overrides)
+        self.device = pick_device(self.config.device)
+        self.dtype = pick_dtype(self.device, self.config.dtype)
+        self.metrics = Metrics()
+        self.cpu = CpuCache(
+            self.config.cpu_cache_bytes,
+            self.dtype,
+            self.metrics,
+            pin=self.device.startswith("cuda"),
+            trust_pickle=self.config.trust_pickle,
+        )
+        self.pipelines = PipelineCache(
+            self.config.pipeline_cache_size, self._load, lambda rt: rt.close()
+        )
+        self._lock = threading.RLock()
+        self._queue: queue.Queue[tuple[GenerationRequest, Future] | None] = queue.Queue(
+            self.config.max_queue
+        )
+        self._worker: threading.Thread | None = None
+        self._in_flight = 0
+
+    def _load(self, base: str) -> BaseRuntime:
+        from lorahub.models import load_pipeline
+
+        loader = self.config.pipe_loader or load_pipeline
+        pipe = loader(base, device=self.device, dtype=self.config.dtype)
+        return BaseRuntime(base, pipe, self.config, self.cpu, self.metrics)
+
+    def runtime(self, base: str | None = None) -> BaseRuntime:
+        """The loaded runtime for `base` (loading it if needed)."""
+        with self._lock:
+            key = (base or self.config.base, str(self.dtype), self.device)
+            return self.pipelines.get(key)
+
+    def family(self, base: str | None = None) -> str:
+        """The base family of `base` (loads the pipeline)."""
+        return self.runtime(base).family
+
+    def generate(self, request: GenerationRequest) -> GenerationResult:
+        """Run one request: through the worker when started, else inline on this thread."""
+        if self._worker is not None:
+            return self.submit(request).result()
+        request.validate()
+        with self._lock:
+            return self._run(request)
+
+    def _run(self, request: GenerationRequest) -> GenerationResult:
+        self.metrics.inc("requests")
+        try:
+            result = self.runtime(request.base).run(request)
+        except BaseException:
+            self.metrics.inc("requests_failed")
+            raise
+        self.metrics.inc("images", len(result.images))
+        return result
+
+    def submit(self, request: GenerationRequest) -> Future:
+        """Queue a request for the worker; CapacityError when the queue is full."""
+        request.validate()
+        if self._worker is None:
+            self.start()
+        future: Future = Future()
+        try:
+            self._queue.put_nowait((request, future))
+        except queue.Full:
+            raise CapacityError(
+                f"the queue is full ({self.config.max_queue} requests); retry later"
+            ) from None
+        return future
+
+    def start(self) -> Engine:
+        """Start the worker thread (idempotent)."""
+        with self._lock:
+            if self._worker is None:
+                self._worker = threading.Thread(
+                    target=self._work, name="lorahub-engine", daemon=True
+                )
+                self._worker.start()
+        return self
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            request, future = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            self._in_flight = 1
+            try:
+                with self._lock:
+                    future.set_result(self._run(request))
+            except BaseException as exc:  # delivered to the caller through the future
+                future.set_exception(exc)
+            finally:
+                self._in_flight = 0
+
+    def close(self) -> None:
+        """Stop the worker after the queued requests; drop pipelines and caches."""
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            self._queue.put(None)
+            worker.join()
+        with self._lock:
+            for rt in self.pipelines.values():
+                rt.close()
+            self.pipelines.items.clear()
+            self.cpu.clear()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting plus the one running."""
+        return self._queue.qsize() + self._in_flight
+
+    def stats(self) -> dict[str, Any]:
+        """Counters, histograms, queue depth and resident adapters (for /metrics)."""
+        resident = [a["name"] for rt in self.pipelines.values() for a in rt.status()["resident"]]
+        return {
+            **self.metrics.to_json(),
+            "queue_depth": self.queue_depth,
+            "queue_max": self.config.max_queue,
+            "resident_adapters": len(resident),
+            "cpu_cache_adapters": len(self.cpu.items),
+            "cpu_cache_bytes": self.cpu.nbytes,
+        }
+
+    def status(self) -> dict[str, Any]:
+        """Loaded bases with their resident adapters, and the queue (for /v1/status)."""
+        return {
+            "default_base": self.config.base,
+            "device": self.device,
+            "bases": [rt.status() for rt in self.pipelines.values()],
+            "queue_depth": self.queue_depth,
+            "queue_max": self.config.max_queue,
+        }

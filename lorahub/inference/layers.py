@@ -1,0 +1,124 @@
+"""Lightweight LoRA layers: a target Linear/Conv2d gets a subclass whose forward adds active terms.
+
+Installing swaps the module's class in place (`module.__class__`), so parameter names, the
+state dict and `isinstance` checks are unchanged and nothing is copied. A layer holds:
+- `lora_terms`: a tuple of `(down, up, scale, conv_args)`: the low-rank terms of the active
+  adapters (scale = weight x alpha/rank x block weight, precomputed per request);
+- `lora_dense`: a tuple of `(delta, scale)`: dense ΔW terms (LoHa, LoKr);
+- optional slot buffers `lora_slot_down/up` (compile-safe mode: a fixed-shape term, always on).
+Switching adapters rebinds these tuples; with no terms the forward is the plain layer's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lorahub.errors import UnsupportedError
+
+EMPTY: tuple = ()
+
+
+class LoraLinear(nn.Linear):
+    """nn.Linear plus the active LoRA terms."""
+
+    lora_terms: tuple = EMPTY
+    lora_dense: tuple = EMPTY
+    lora_has_slot: bool = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.linear(x, self.weight, self.bias)
+        if self.lora_has_slot:
+            out = out + F.linear(F.linear(x, self.lora_slot_down), self.lora_slot_up)
+        for down, up, scale, _ in self.lora_terms:
+            out = out + F.linear(F.linear(x, down), up) * scale
+        for delta, scale in self.lora_dense:
+            out = out + F.linear(x, delta) * scale
+        return out
+
+
+class LoraConv2d(nn.Conv2d):
+    """nn.Conv2d plus the active LoRA terms (down uses the base stride/padding, up is 1x1)."""
+
+    lora_terms: tuple = EMPTY
+    lora_dense: tuple = EMPTY
+    lora_has_slot: bool = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._conv_forward(x, self.weight, self.bias)
+        if self.lora_has_slot:
+            hidden = F.conv2d(
+                x, self.lora_slot_down, None, self.stride, self.padding, self.dilation
+            )
+            out = out + F.conv2d(hidden, self.lora_slot_up)
+        for down, up, scale, (stride, padding) in self.lora_terms:
+            out = out + F.conv2d(F.conv2d(x, down, None, stride, padding), up) * scale
+        for delta, scale in self.lora_dense:
+            out = out + self._conv_forward(x, delta, None) * scale
+        return out
+
+
+WRAPPERS: dict[type, type] = {nn.Linear: LoraLinear, nn.Conv2d: LoraConv2d}
+
+
+def install(module: nn.Module, name: str) -> nn.Module:
+    """Turn a plain Linear/Conv2d into its LoRA subclass (idempotent)."""
+    if type(module) in WRAPPERS.values():
+        return module
+    wrapper = WRAPPERS.get(type(module))
+    if wrapper is None:
+        raise UnsupportedError(
+            f"cannot attach a LoRA to {name} ({type(module).__name__}): only Linear and Conv2d layers"
+        )
+    module.__class__ = wrapper
+    return module
+
+
+def uninstall(module: nn.Module) -> None:
+    """Give a wrapped layer back its plain class (terms and slots dropped)."""
+    for plain, wrapper in WRAPPERS.items():
+        if type(module) is wrapper:
+            clear(module)
+            drop_slot(module)
+            module.__class__ = plain
+
+
+def clear(module: Any) -> None:
+    """Remove every active term from a wrapped layer."""
+    module.lora_terms = EMPTY
+    module.lora_dense = EMPTY
+
+
+def conv_args(module: nn.Module, down: torch.Tensor) -> tuple[Any, Any] | None:
+    """(stride, padding) of a conv LoRA's down projection: the base's when kernels match, else 0."""
+    if not isinstance(module, nn.Conv2d):
+        return None
+    if tuple(down.shape[-2:]) == tuple(module.kernel_size):
+        return (module.stride, module.padding)
+    return (module.stride, 0)
+
+
+def add_slot(module: Any, rank: int) -> None:
+    """Give a wrapped layer zero slot buffers of `rank` (compile-safe hot-swap)."""
+    weight = module.weight
+    down_shape: tuple[int, ...]
+    up_shape: tuple[int, ...]
+    if isinstance(module, nn.Conv2d):
+        down_shape = (rank, module.in_channels, *module.kernel_size)
+        up_shape = (module.out_channels, rank, 1, 1)
+    else:
+        down_shape, up_shape = (rank, module.in_features), (module.out_features, rank)
+    kw = {"device": weight.device, "dtype": weight.dtype}
+    module.register_buffer("lora_slot_down", torch.zeros(down_shape, **kw), persistent=False)
+    module.register_buffer("lora_slot_up", torch.zeros(up_shape, **kw), persistent=False)
+    module.lora_has_slot = True
+
+
+def drop_slot(module: Any) -> None:
+    """Remove slot buffers from a wrapped layer."""
+    if module.__dict__.get("lora_has_slot"):
+        del module.lora_slot_down, module.lora_slot_up
+        module.lora_has_slot = False

@@ -1,0 +1,110 @@
+"""The pipeline cache (keyed by base, dtype, device; size 1 by default), schedulers, families."""
+
+from __future__ import annotations
+
+import gc
+import json
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lorahub.errors import InvalidInputError
+
+SCHEDULERS = {
+    "ddim": "DDIMScheduler",
+    "pndm": "PNDMScheduler",
+    "lms": "LMSDiscreteScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler_a": "EulerAncestralDiscreteScheduler",
+    "heun": "HeunDiscreteScheduler",
+    "dpm++": "DPMSolverMultistepScheduler",
+    "dpm++_sde": "DPMSolverSDEScheduler",
+    "unipc": "UniPCMultistepScheduler",
+    "ddpm": "DDPMScheduler",
+}
+A1111_SAMPLERS = {
+    "DDIMScheduler": "DDIM",
+    "PNDMScheduler": "PLMS",
+    "LMSDiscreteScheduler": "LMS",
+    "EulerDiscreteScheduler": "Euler",
+    "EulerAncestralDiscreteScheduler": "Euler a",
+    "HeunDiscreteScheduler": "Heun",
+    "DPMSolverMultistepScheduler": "DPM++ 2M",
+    "DPMSolverSDEScheduler": "DPM++ SDE",
+    "UniPCMultistepScheduler": "UniPC",
+    "DDPMScheduler": "DDPM",
+}
+FAMILY_BY_CROSS_DIM = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
+
+
+def scheduler_class(name: str) -> str:
+    """The diffusers class name for a scheduler name (short names or class names)."""
+    if name in SCHEDULERS.values():
+        return name
+    cls = SCHEDULERS.get(name.lower())
+    if cls is None:
+        raise InvalidInputError(f"unknown scheduler {name!r}: use one of {', '.join(SCHEDULERS)}")
+    return cls
+
+
+def make_scheduler(config: Any, name: str) -> Any:
+    """A scheduler of class `name` built from a pipeline's scheduler config."""
+    import diffusers
+
+    return getattr(diffusers, scheduler_class(name)).from_config(config)
+
+
+def pipeline_family(base: str, pipe: Any) -> str:
+    """`tiny-sd1`/`tiny-sdxl` for tiny ids, else sd1/sd2/sdxl from the UNet's cross-attention width."""
+    from lorahub.tiny import tiny_family
+
+    family = tiny_family(base)
+    if family:
+        return family
+    dim = pipe.unet.config.cross_attention_dim
+    return FAMILY_BY_CROSS_DIM.get(dim, f"unknown (cross-attention {dim})")
+
+
+def base_family(base: str) -> str | None:
+    """The family of a base from its id or its UNet config file, without loading weights."""
+    from lorahub.tiny import resolve_base, tiny_family
+
+    family = tiny_family(base)
+    if family:
+        return family
+    config = Path(resolve_base(base)) / "unet" / "config.json"
+    if not config.is_file():
+        return None
+    dim = json.loads(config.read_text()).get("cross_attention_dim")
+    return FAMILY_BY_CROSS_DIM.get(dim) if isinstance(dim, int) else None
+
+
+def compile_unet(pipe: Any, backend: str = "inductor", mode: str | None = None) -> None:
+    """Compile the UNet in place (slots must already be installed)."""
+    pipe.unet.compile(backend=backend, mode=mode)
+
+
+class PipelineCache:
+    """LRU of loaded pipelines keyed by (base, dtype, device); `on_evict(key, value)` when dropped."""
+
+    def __init__(self, size: int, load: Callable[[str], Any], on_evict: Callable[[Any], None]):
+        self.size, self.load, self.on_evict = size, load, on_evict
+        self.items: OrderedDict[tuple, Any] = OrderedDict()
+
+    def get(self, key: tuple) -> Any:
+        """The cached value for `key`, loading (and evicting the oldest) when absent."""
+        hit = self.items.get(key)
+        if hit is not None:
+            self.items.move_to_end(key)
+            return hit
+        while len(self.items) >= self.size:
+            _, old = self.items.popitem(last=False)
+            self.on_evict(old)
+            gc.collect()
+        value = self.load(key[0])
+        self.items[key] = value
+        return value
+
+    def values(self) -> list[Any]:
+        return list(self.items.values())
