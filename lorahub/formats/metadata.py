@@ -58,9 +58,31 @@ def summarize_metadata(metadata: dict[str, str]) -> dict[str, Any]:
     diffusers_meta = metadata.get("lora_adapter_metadata")
     if diffusers_meta:
         try:
-            out["lora_adapter_metadata"] = json.loads(diffusers_meta)
-        except json.JSONDecodeError:
-            out["lora_adapter_metadata"] = diffusers_meta
+            out["lora_config"] = _condense_lora_config(json.loads(diffusers_meta))
+        except (json.JSONDecodeError, AttributeError):
+            out["lora_config"] = diffusers_meta
+    return out
+
+
+LORA_CONFIG_KEYS = (
+    "r",
+    "lora_alpha",
+    "target_modules",
+    "use_dora",
+    "rank_pattern",
+    "alpha_pattern",
+)
+
+
+def _condense_lora_config(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per component, the LoRA settings that matter (diffusers stores peft's whole LoraConfig)."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in config.items():
+        component, _, field = key.rpartition(".")
+        if field in LORA_CONFIG_KEYS and value not in (None, {}, []):
+            if isinstance(value, list):
+                value = sorted(value)
+            out.setdefault(component or "unet", {})[field] = value
     return out
 
 
