@@ -90,4 +90,5 @@ def _random_lora(
             if "lora_" in name:
                 param.copy_(torch.randn(param.shape, generator=gen) * std)
     state = get_peft_model_state_dict(model)
-    return state, config.to_dict()
+    meta = {**config.to_dict(), "base_model_name_or_path": None}  # not the local cache path
+    return state, meta
