@@ -1,0 +1,127 @@
+"""The app factory: routers, error shape, token guard, body limit, metrics, and the web page."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.routing import compile_path
+
+from lorahub import __version__
+from lorahub.server import adapters, generate, mixes, status
+from lorahub.server.auth import TokenMiddleware
+from lorahub.server.errors import install_error_handlers
+from lorahub.server.limits import BodyLimitMiddleware
+from lorahub.server.metrics import MetricsMiddleware
+from lorahub.server.schemas import MAX_BODY_BYTES
+from lorahub.server.state import ServerState
+from lorahub.server.worker import EngineWorker
+
+ROUTERS = (generate.router, adapters.router, mixes.router, status.router)
+STATIC_DIR = Path(__file__).parent / "static"
+DESCRIPTION = (
+    "Generate with registered LoRA adapters and mixes, browse and tag the registry. "
+    'Every error is `{"error": {"code", "message"}}`. With `--token`, send '
+    "`Authorization: Bearer TOKEN` on every route but `/healthz`."
+)
+
+
+def create_app(
+    registry_path: str | Path | None = None,
+    engine: Any = None,
+    token: str | None = None,
+    max_queue: int = 32,
+    base: str = "tiny",
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+    compile: bool = False,
+    warm: bool = False,
+    static_dir: str | Path | None = STATIC_DIR,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> FastAPI:
+    """Build the ASGI app; without `engine`, an Engine for `base` is built (pipeline loaded lazily, or at start with `warm`)."""
+    owned = engine is None
+    if engine is None:
+        engine = build_engine(base, device, dtype, compile, max_queue)
+    worker = EngineWorker(engine, max_queue=max_queue, owned=owned)
+    st = ServerState(
+        base=base,
+        worker=worker,
+        registry_path=Path(registry_path) if registry_path is not None else None,
+        token=token or None,
+        static_dir=Path(static_dir) if static_dir is not None else None,
+    )
+    worker.set_latency_source(st.metrics.generation_seconds.mean)
+    app = FastAPI(
+        title="lorahub", version=__version__, description=DESCRIPTION, lifespan=_lifespan(st, warm)
+    )
+    app.state.lorahub = st
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    _mount_static(app, st)
+    _add_middleware(app, st, max_body_bytes)
+    return app
+
+
+def build_engine(
+    base: str, device: str | None, dtype: str | None, compile: bool, max_queue: int
+) -> Any:
+    """The engine for `base` (its pipeline loads on first use, or at start with `warm`)."""
+    from lorahub.inference import Engine
+
+    return Engine(base=base, device=device, dtype=dtype, compile=compile, max_queue=max_queue + 2)
+
+
+def _lifespan(st: ServerState, warm: bool) -> Callable[[FastAPI], Any]:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if warm:
+            st.worker.warm_up()
+        yield
+        st.worker.shutdown()
+
+    return lifespan
+
+
+def _mount_static(app: FastAPI, st: ServerState) -> None:
+    """Serve the web page at `/` when its folder has an index.html (after the API routes)."""
+    if st.static_served:
+        from fastapi.staticfiles import StaticFiles
+
+        app.mount("/", StaticFiles(directory=st.static_dir, html=True), name="static")
+
+
+def _add_middleware(app: FastAPI, st: ServerState, max_body_bytes: int) -> None:
+    """Outermost first at run time: metrics, then the token guard, then the body limit."""
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    if st.token:
+        app.add_middleware(TokenMiddleware, token=st.token, static_served=lambda: st.static_served)
+    app.add_middleware(MetricsMiddleware, metrics=st.metrics, route_of=_route_finder(app))
+
+
+def _route_finder(app: FastAPI) -> Callable[[dict], str]:
+    """The route template a request matched (bounded label values for /metrics)."""
+    paths = [r.path for r in app.router.routes if isinstance(getattr(r, "path", None), str)]
+    for router in ROUTERS:
+        paths += [r.path for r in router.routes if isinstance(getattr(r, "path", None), str)]
+    patterns = [(compile_path(p)[0], p) for p in paths]
+
+    def route_of(scope: dict) -> str:
+        path = getattr(scope.get("route"), "path", None)
+        if isinstance(path, str) and path:
+            return path
+        for regex, template in patterns:
+            if regex.match(scope.get("path", "")):
+                return template
+        return "static" if st_served(app) else "unmatched"
+
+    return route_of
+
+
+def st_served(app: FastAPI) -> bool:
+    return bool(app.state.lorahub.static_served)
