@@ -181,16 +181,14 @@ def _find_duplicates(db: sqlite_utils.Database, base: Path, report: ScanReport) 
     prefix = str(base).rstrip(os.sep) + os.sep
     rows = db.query(
         "SELECT tensor_sha256, path, name, version FROM adapters WHERE tensor_sha256 IN ("
-        " SELECT tensor_sha256 FROM adapters WHERE tensor_sha256 IS NOT NULL GROUP BY tensor_sha256 HAVING count(*) > 1)"
-        " AND tensor_sha256 IN (SELECT tensor_sha256 FROM adapters WHERE path >= ? AND path < ?)"
+        " SELECT tensor_sha256 FROM adapters WHERE path >= ? AND path < ? AND tensor_sha256 IS NOT NULL)"
         " ORDER BY tensor_sha256, path",
         [prefix, prefix[:-1] + chr(ord(os.sep) + 1)],
     )
     groups: dict[str, list[ScanItem]] = {}
     for r in rows:
-        groups.setdefault(r["tensor_sha256"], []).append(
-            ScanItem(r["path"], _label(r), r["tensor_sha256"][:12])
-        )
+        groups.setdefault(r["tensor_sha256"], []).append(ScanItem(r["path"], _label(r), r["tensor_sha256"][:12]))
+    groups = {k: g for k, g in groups.items() if len(g) > 1}
     report.duplicates = list(groups.values())
 
 
