@@ -31,7 +31,7 @@ COMMANDS: dict[str, str] = {
     "resize": "ops_cmds:resize",
     "export": "ops_cmds:export",
     "fuse": "ops_cmds:fuse",
-    "generate": "serve_cmds:generate",
+    "generate": "generate_cmd:generate",
     "serve": "serve_cmds:serve",
     "push": "hub_cmds:push",
     "pull": "hub_cmds:pull",

@@ -2,6 +2,19 @@
 
 Never imports the registry: callers pass resolved `AdapterSpec`s. Importing this package does
 not import torch; the submodules that need it do.
+
+Public API (stable):
+    engine = Engine(base="tiny", device=None, dtype=None, compile=False, max_queue=64,
+                    max_resident=16, cpu_cache_bytes=..., fuse_after=None, slot_adapters=())
+    engine.generate(GenerationRequest(prompt, adapters=[AdapterSpec...], steps=.., seed=..))
+        -> GenerationResult(images: list[PIL.Image], record: dict)   # inline, or via the worker
+    engine.submit(request) -> concurrent.futures.Future   # CapacityError when the queue is full
+    engine.start() / engine.close(); engine.stats() / engine.status() -> dict
+    engine.family(base=None) -> str; pipelines.base_family(base) -> str | None (no load)
+    parse_prompt_tags(prompt) -> (clean_prompt, list[MixMember])
+    png.save_png(images, record, dest) -> list[Path]; png.png_bytes(image, record, i) -> bytes
+Errors: InvalidInputError (bad request), IncompatibleError (family/shape), CapacityError (queue
+full or adapters do not fit), UnsupportedError (DoRA; TE/LyCORIS when compiled), NotFoundError.
 """
 
 from __future__ import annotations

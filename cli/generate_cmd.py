@@ -1,0 +1,154 @@
+"""`lorahub generate`: one request through the inference engine, written as PNGs with their record."""
+
+from __future__ import annotations
+
+import click
+from lorahub.cli.output import handle_errors, info, json_option, print_json, warn
+
+from lorahub.errors import IncompatibleError, InvalidInputError
+
+
+def parse_size(
+    size: str | None, width: int | None, height: int | None
+) -> tuple[int | None, int | None]:
+    """`WxH` (or a single number for squares) unless --width/--height are given."""
+    if size is None:
+        return width, height
+    w, _, h = size.lower().partition("x")
+    try:
+        return width or int(w), height or int(h or w)
+    except ValueError:
+        raise InvalidInputError(
+            f"invalid --size {size!r}: use WIDTHxHEIGHT, e.g. 512x512"
+        ) from None
+
+
+def resolve_adapters(prompt: str, refs: tuple[str, ...], mix: str | None) -> tuple[str, list]:
+    """Prompt without <lora:> tags, and the AdapterSpecs of --mix, --adapter and the tags."""
+    from lorahub.inference.requests import parse_prompt_tags
+    from lorahub.registry import Registry
+    from lorahub.types import parse_weighted_ref, weight_warnings
+
+    prompt, tag_members = parse_prompt_tags(prompt)
+    members = [parse_weighted_ref(r) for r in refs] + tag_members
+    for message in weight_warnings(members):
+        warn(message)
+    registry = Registry()
+    try:
+        specs = registry.resolve_mix(mix) if mix else []
+        specs += registry.resolve_members(members) if members else []
+    finally:
+        registry.close()
+    return prompt, specs
+
+
+def check_families(specs: list, base: str) -> None:
+    """Refuse adapters made for another base family (before loading the pipeline)."""
+    from lorahub.inference.pipelines import base_family
+    from lorahub.inference.runtime import FAMILY_ALIASES
+
+    family = base_family(base)
+    for spec in specs:
+        fam = FAMILY_ALIASES.get(spec.base_family or "", spec.base_family)
+        if family and fam and fam != "unknown" and fam != family:
+            raise IncompatibleError(
+                f"adapter {spec.name} is for {fam}, but base {base} is {family}"
+            )
+
+
+@click.command()
+@click.argument("prompt")
+@click.option(
+    "--adapter",
+    "-a",
+    "adapters",
+    multiple=True,
+    metavar="REF[:W]",
+    help="An adapter with its weight (REF:unet=W,te=W for per-component); repeatable.",
+)
+@click.option("--mix", default=None, help="A stored mix to apply.")
+@click.option(
+    "--base",
+    default="tiny",
+    show_default=True,
+    help="Base model: tiny, tiny-sdxl, a folder or a Hub id.",
+)
+@click.option("--steps", default=20, show_default=True, type=click.IntRange(1, 500))
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**63 - 1))
+@click.option("--width", type=int, default=None, help="Image width (default: the model's).")
+@click.option("--height", type=int, default=None, help="Image height (default: the model's).")
+@click.option("--size", default=None, metavar="WxH", help="Width and height at once, e.g. 512x512.")
+@click.option(
+    "--guidance", default=7.5, show_default=True, type=float, help="Classifier-free guidance scale."
+)
+@click.option("--negative", default="", help="Negative prompt.")
+@click.option(
+    "--scheduler",
+    default=None,
+    help="ddim, pndm, lms, euler, euler_a, heun, dpm++, dpm++_sde, unipc, ddpm.",
+)
+@click.option(
+    "--clip-skip", type=click.IntRange(0, 12), default=None, help="Skip the last N CLIP layers."
+)
+@click.option(
+    "-n",
+    "count",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 16),
+    help="Images (seeds SEED, SEED+1, ...).",
+)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="PNG file (STEM-000.png, ... when -n > 1).",
+)
+@click.option("--device", default=None, help="cuda, cuda:1, cpu (default: CUDA when present).")
+@click.option(
+    "--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default=None, help="Weights dtype."
+)
+@json_option
+@handle_errors
+def generate(
+    prompt: str,
+    adapters: tuple[str, ...],
+    mix: str | None,
+    base: str,
+    steps: int,
+    seed: int,
+    width: int | None,
+    height: int | None,
+    size: str | None,
+    guidance: float,
+    negative: str,
+    scheduler: str | None,
+    clip_skip: int | None,
+    count: int,
+    output: str,
+    device: str | None,
+    dtype: str | None,
+    as_json: bool,
+) -> None:
+    """Generate images with adapters and mixes; the PNGs record prompt, seed, adapters and hashes."""
+    from lorahub.inference import Engine, GenerationRequest
+    from lorahub.inference.png import save_png
+
+    width, height = parse_size(size, width, height)
+    prompt, specs = resolve_adapters(prompt, adapters, mix)
+    check_families(specs, base)
+    request = GenerationRequest(
+        prompt=prompt, negative_prompt=negative, adapters=specs, steps=steps, guidance=guidance,
+        seed=seed, width=width, height=height, n=count, scheduler=scheduler, clip_skip=clip_skip,
+        base=base,
+    )  # fmt: skip
+    request.validate()
+    with Engine(base=base, device=device, dtype=dtype) as engine:
+        result = engine.generate(request)
+    paths = save_png(result.images, result.record, output)
+    if as_json:
+        print_json({"files": [str(p) for p in paths], "record": result.record})
+    else:
+        for path in paths:
+            info(f"wrote {path}")
