@@ -32,8 +32,15 @@ def specs(example_adapters):
 def merged(specs, tmp_path_factory):
     """cat, full-rank svd and rank-4 svd merges of the two example adapters, with their reports."""
     out = tmp_path_factory.mktemp("merged")
-    runs = {"cat": MergeOptions("cat"), "svd12": MergeOptions("svd", rank=12), "svd4": MergeOptions("svd", rank=4)}
-    return {k: (out / f"{k}.safetensors", merge_adapters(specs, out / f"{k}.safetensors", o)) for k, o in runs.items()}
+    runs = {
+        "cat": MergeOptions("cat"),
+        "svd12": MergeOptions("svd", rank=12),
+        "svd4": MergeOptions("svd", rank=4),
+    }
+    return {
+        k: (out / f"{k}.safetensors", merge_adapters(specs, out / f"{k}.safetensors", o))
+        for k, o in runs.items()
+    }
 
 
 def unet_out(pipe, files: list, weights: list[float]) -> torch.Tensor:
@@ -80,7 +87,11 @@ def test_svd_low_rank_error_is_the_true_error(specs, merged):
     out = open_adapter(path)
     errs, tgts = [], []
     for name in out.module_names():
-        target = sum(w * dense(r.module(name)) for w, r in zip(WEIGHTS, ins, strict=True) if name in r.module_names())
+        target = sum(
+            w * dense(r.module(name))
+            for w, r in zip(WEIGHTS, ins, strict=True)
+            if name in r.module_names()
+        )
         diff = float((dense(out.module(name)) - target).norm())
         errs.append(diff)
         tgts.append(float(target.norm()))
@@ -118,7 +129,11 @@ def _peft_unet(pipe, specs):
         reader = open_adapter(s.path)
         mods = {n.removeprefix("unet."): m for n, m in reader.modules() if n.startswith("unet.")}
         first = next(iter(mods.values()))
-        cfg = LoraConfig(r=first.rank, lora_alpha=first.alpha, target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+        cfg = LoraConfig(
+            r=first.rank,
+            lora_alpha=first.alpha,
+            target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+        )
         if model is None:
             model = get_peft_model(unet, cfg, adapter_name=f"a{i}")
         else:
@@ -134,7 +149,9 @@ def _peft_unet(pipe, specs):
 @pytest.mark.parametrize(("ours", "theirs", "rank"), [("cat", "cat", None), ("svd4", "svd", 4)])
 def test_agrees_with_peft_add_weighted_adapter(pipe, specs, merged, ours, theirs, rank):
     model, paths = _peft_unet(pipe, specs)
-    model.add_weighted_adapter(["a0", "a1"], list(WEIGHTS), "m", combination_type=theirs, svd_rank=rank)
+    model.add_weighted_adapter(
+        ["a0", "a1"], list(WEIGHTS), "m", combination_type=theirs, svd_rank=rank
+    )
     out = open_adapter(merged[ours][0])
     for path in paths:
         layer = model.base_model.model.get_submodule(path)
@@ -145,12 +162,18 @@ def test_agrees_with_peft_add_weighted_adapter(pipe, specs, merged, ours, theirs
 
 def test_ties_and_dare_report_error_against_the_weighted_sum(specs, tmp_path):
     for method in ("ties", "dare"):
-        r1 = merge_adapters(specs, tmp_path / f"{method}.safetensors", MergeOptions(method, rank=12, seed=3))
-        r2 = merge_adapters(specs, tmp_path / f"{method}2.safetensors", MergeOptions(method, rank=12, seed=3))
+        r1 = merge_adapters(
+            specs, tmp_path / f"{method}.safetensors", MergeOptions(method, rank=12, seed=3)
+        )
+        r2 = merge_adapters(
+            specs, tmp_path / f"{method}2.safetensors", MergeOptions(method, rank=12, seed=3)
+        )
         assert 0.05 < r1.overall_error < 2
         assert r1.overall_error == pytest.approx(r2.overall_error)  # seeded: reproducible
         assert r1.density == (0.2 if method == "ties" else 0.5)
-    full = merge_adapters(specs, tmp_path / "d1.safetensors", MergeOptions("dare", rank=12, density=1.0))
+    full = merge_adapters(
+        specs, tmp_path / "d1.safetensors", MergeOptions("dare", rank=12, density=1.0)
+    )
     assert full.overall_error < 1e-5  # nothing dropped, full rank: the weighted sum itself
 
 
@@ -162,5 +185,13 @@ def test_block_and_text_weights_scale_their_modules(example_adapters, tmp_path):
     merge_adapters([spec], tmp_path / "w.safetensors", MergeOptions("cat"))
     src, out = open_adapter(base.path), open_adapter(tmp_path / "w.safetensors")
     for name in src.module_names():
-        factor = 0.0 if name.startswith(("text_encoder", "unet.mid_block")) else 2.0 if ".down_blocks." in name else 1.0
-        torch.testing.assert_close(dense(out.module(name)), factor * dense(src.module(name)), atol=1e-7, rtol=1e-5)
+        factor = (
+            0.0
+            if name.startswith(("text_encoder", "unet.mid_block"))
+            else 2.0
+            if ".down_blocks." in name
+            else 1.0
+        )
+        torch.testing.assert_close(
+            dense(out.module(name)), factor * dense(src.module(name)), atol=1e-7, rtol=1e-5
+        )
