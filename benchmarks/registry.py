@@ -31,7 +31,13 @@ def _row(i: int, rng: random.Random, words: list[str]) -> dict[str, Any]:
     stamp = f"2025-{1 + i % 12:02d}-{1 + i % 28:02d}T00:00:{i % 60:02d}.{i:06d}+00:00"
     sha = f"{rng.getrandbits(256):064x}"
     tsha = f"{rng.getrandbits(256):064x}"
-    meta = {"ss_output_name": f"lora{i}", "ss_network_dim": str(rank), "ss_tag_frequency": json.dumps({"img": {w: rng.randint(1, 50) for w in rng.sample(words, 12)}})}
+    meta = {
+        "ss_output_name": f"lora{i}",
+        "ss_network_dim": str(rank),
+        "ss_tag_frequency": json.dumps(
+            {"img": {w: rng.randint(1, 50) for w in rng.sample(words, 12)}}
+        ),
+    }
     return {
         "name": f"{rng.choice(words)}-{rng.choice(words)}-{i}", "version": "", "path": f"/loras/{i % 97}/lora{i}.safetensors",
         "size": rank * 1_200_000 + rng.randint(0, 10_000), "mtime": 1.7e9 + i, "sha256": sha, "autov2": sha[:10],
@@ -51,7 +57,12 @@ def build(registry: Any, n: int, seed: int = 0) -> tuple[list[str], list[str]]:
     from lorahub.registry.db import transaction
 
     rng = random.Random(seed)
-    words = sorted({"".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(4, 9))) for _ in range(3000)})
+    words = sorted(
+        {
+            "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(4, 9)))
+            for _ in range(3000)
+        }
+    )
     tags = [f"tag{i}" for i in range(500)] + ["style", "character", "concept"]
     batch = 5000
     with transaction(registry.db):
@@ -64,9 +75,13 @@ def build(registry: Any, n: int, seed: int = 0) -> tuple[list[str], list[str]]:
             )
         ids = [r[0] for r in registry.db.execute("SELECT id FROM adapters")]
         pairs = {(i, t) for i in ids for t in rng.sample(tags[:500], 3) + [rng.choice(tags[500:])]}
-        registry.db.conn.executemany("INSERT OR IGNORE INTO adapter_tags (adapter_id, tag) VALUES (?, ?)", sorted(pairs))
+        registry.db.conn.executemany(
+            "INSERT OR IGNORE INTO adapter_tags (adapter_id, tag) VALUES (?, ?)", sorted(pairs)
+        )
     registry.db.execute("ANALYZE")
-    registry.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the bulk build's checkpoint is not the scan's cost
+    registry.db.execute(
+        "PRAGMA wal_checkpoint(TRUNCATE)"
+    )  # the bulk build's checkpoint is not the scan's cost
     return words, tags
 
 
@@ -99,10 +114,18 @@ def write_lora_file(path: Path, seed: int, rank: int) -> None:
             shapes["transformer_blocks_0_ff_net_2"] = (4 * width, width)
             for mod, (inp, out) in shapes.items():
                 key = f"{prefix}_{mod}"
-                tensors[f"{key}.lora_down.weight"] = rng.standard_normal((rank, inp), dtype=np.float32).astype(np.float16)
-                tensors[f"{key}.lora_up.weight"] = rng.standard_normal((out, rank), dtype=np.float32).astype(np.float16)
+                tensors[f"{key}.lora_down.weight"] = rng.standard_normal(
+                    (rank, inp), dtype=np.float32
+                ).astype(np.float16)
+                tensors[f"{key}.lora_up.weight"] = rng.standard_normal(
+                    (out, rank), dtype=np.float32
+                ).astype(np.float16)
                 tensors[f"{key}.alpha"] = np.array(rank / 2, dtype=np.float16)
-    meta = {"ss_network_dim": str(rank), "ss_base_model_version": "sd_v1", "ss_tag_frequency": json.dumps({"x": {"cat": 3}})}
+    meta = {
+        "ss_network_dim": str(rank),
+        "ss_base_model_version": "sd_v1",
+        "ss_tag_frequency": json.dumps({"x": {"cat": 3}}),
+    }
     save_file(tensors, str(path), metadata=meta)
 
 
@@ -125,9 +148,13 @@ def bench_queries(registry: Any, words: list[str]) -> dict[str, tuple[float, int
     out[f"list -q {words[10]}"] = (ms, len(rows))
     ms, rows = timed(lambda: registry.list_adapters(search=f"{words[10][:3]} {words[20][:3]}"))
     out["list -q (two prefixes)"] = (ms, len(rows))
-    ms, rows = timed(lambda: registry.list_adapters(base="sdxl", min_rank=64, sort="size", limit=50))
+    ms, rows = timed(
+        lambda: registry.list_adapters(base="sdxl", min_rank=64, sort="size", limit=50)
+    )
     out["list --base sdxl --min-rank 64 --sort size -n 50"] = (ms, len(rows))
-    name = registry.db.execute("SELECT name FROM adapters WHERE id = ?", [registry.count_adapters() // 2]).fetchone()[0]
+    name = registry.db.execute(
+        "SELECT name FROM adapters WHERE id = ?", [registry.count_adapters() // 2]
+    ).fetchone()[0]
     ms, rec = timed(lambda: (registry.get_adapter(name), registry.lineage(name)))
     out[f"show {name}"] = (ms, 1)
     autov3 = rec[0].autov3
@@ -181,11 +208,16 @@ def main() -> None:
             worst = max(worst, ms)
             print(f"  {label:<52} {ms:8.2f} ms  ({count} rows)")
         s = bench_scan(registry, Path(tmp) / "files", args.files, args.rank)
-        share, kshare = s["scan_bytes_read"] / s["total_bytes"], s["kernel_rchar"] / s["total_bytes"]
+        share, kshare = (
+            s["scan_bytes_read"] / s["total_bytes"],
+            s["kernel_rchar"] / s["total_bytes"],
+        )
         print(f"scan --no-hash of {s['files']} files, {s['total_bytes'] / 1e6:.1f} MB in {s['scan_s'] * 1000:.0f} ms: "
               f"read {s['scan_bytes_read']:,} bytes by the scan's count ({share:.3%}), "
               f"{s['kernel_rchar']:,} by the kernel's (incl. SQLite; {kshare:.3%})")  # fmt: skip
-        print(f"rescan (nothing changed): {s['rescan_bytes_read']} bytes of adapter files, {s['rescan_kernel_rchar']:,} bytes in all")
+        print(
+            f"rescan (nothing changed): {s['rescan_bytes_read']} bytes of adapter files, {s['rescan_kernel_rchar']:,} bytes in all"
+        )
         print(f"aims: queries < 100 ms: {'met' if worst < 100 else 'MISSED'} (worst {worst:.1f} ms); "
               f"scan reads < 5%: {'met' if kshare < 0.05 else 'MISSED'}")  # fmt: skip
         registry.close()

@@ -241,6 +241,15 @@ def test_mixes(reg: Registry, tmp_path: Path) -> None:
     specs = reg.resolve_mix("duo")
     assert specs[0].key == a.tensor_sha256 and specs[0].hash == a.autov3 and specs[0].weight == 0.7
     assert specs[1].te_weight == 0.0 and specs[0].path == a.path
+    expanded = reg.resolve_members(
+        [MixMember("duo", 0.5)]
+    )  # a stored mix works wherever an adapter does
+    assert [(x.name, x.weight, x.te_weight) for x in expanded] == [
+        ("a", 0.35, None),
+        ("b", 0.2, 0.0),
+    ]
+    with pytest.raises(InvalidInputError, match="same adapter"):
+        reg.resolve_members([MixMember("duo"), MixMember("a")])
     with pytest.raises(NotFoundError, match="'nope1', 'nope2'"):
         reg.create_mix("bad", [MixMember("nope1"), MixMember("a"), MixMember("nope2")])
     with pytest.raises(InvalidInputError, match="same adapter"):

@@ -156,8 +156,32 @@ def to_spec(member: MixMember, record: AdapterRecord) -> AdapterSpec:
     )
 
 
+def expand_mixes(db: sqlite_utils.Database, members: list[MixMember]) -> list[MixMember]:
+    """Replace a member naming a stored mix (and no adapter) by the mix's members, weights multiplied."""
+    out: list[MixMember] = []
+    for m in members:
+        row = (
+            None
+            if find_ids(db, m.ref)
+            else db.execute("SELECT name FROM mixes WHERE name = ?", [m.ref]).fetchone()
+        )
+        if row is None:
+            out.append(m)
+            continue
+        mix = load_mix(db, row[0])
+        for inner, adapter in zip(mix.members, mix_member_records(db, mix), strict=True):
+            te = (
+                None
+                if m.te_weight is None and inner.te_weight is None
+                else m.text_weight * inner.text_weight
+            )
+            out.append(MixMember(adapter.ref, m.weight * inner.weight, te, inner.block_weights))
+    return out
+
+
 def specs(db: sqlite_utils.Database, members: list[MixMember]) -> list[AdapterSpec]:
-    """Resolve weighted references to AdapterSpecs, with the mix rules applied."""
+    """Resolve weighted references (adapters, or stored mixes, expanded) to AdapterSpecs, mix rules applied."""
+    members = expand_mixes(db, members)
     records = resolve_records(db, members)
     check_members(members, records)
     return [to_spec(m, r) for m, r in zip(members, records, strict=True)]

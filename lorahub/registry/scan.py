@@ -187,7 +187,9 @@ def _find_duplicates(db: sqlite_utils.Database, base: Path, report: ScanReport) 
     )
     groups: dict[str, list[ScanItem]] = {}
     for r in rows:
-        groups.setdefault(r["tensor_sha256"], []).append(ScanItem(r["path"], _label(r), r["tensor_sha256"][:12]))
+        groups.setdefault(r["tensor_sha256"], []).append(
+            ScanItem(r["path"], _label(r), r["tensor_sha256"][:12])
+        )
     groups = {k: g for k, g in groups.items() if len(g) > 1}
     report.duplicates = list(groups.values())
 
