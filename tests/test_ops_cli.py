@@ -118,9 +118,12 @@ def _lycoris_file(path, tiny_sd1):
         "lora_unet_down_blocks_0_resnets_0_conv2.lokr_w2": r(8, 8, 3, 3),
     }  # fmt: skip
     save_file(t, str(path))
-    hada = lambda k: (
-        (t[f"{k}.hada_w1_a"] @ t[f"{k}.hada_w1_b"]) * (t[f"{k}.hada_w2_a"] @ t[f"{k}.hada_w2_b"])
-    )  # noqa: E731
+
+    def hada(k):
+        return (t[f"{k}.hada_w1_a"] @ t[f"{k}.hada_w1_b"]) * (
+            t[f"{k}.hada_w2_a"] @ t[f"{k}.hada_w2_b"]
+        )  # noqa: E731
+
     return {
         "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q": hada(f"{attn}to_q") * 0.5,
         "down_blocks.0.resnets.0.conv1": (hada("lora_unet_down_blocks_0_resnets_0_conv1")).reshape(32, 32, 3, 3),
