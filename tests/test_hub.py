@@ -248,6 +248,20 @@ def test_errors_are_one_line(
     assert hub.errors == []
 
 
+def test_conflict_and_network_errors(
+    hub: HubServer, hub_repo_id: str, reg: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reg.update_adapter("style", description="changed")
+    hub.fail(r"/commit/", 409, message="Conflicting commit")
+    with pytest.raises(HubError, match=r"conflict on .*Conflicting commit"):
+        push_adapter("style", hub_repo_id, registry=reg)
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(
+        HubError, match=r"cannot reach the Hub at http://127.0.0.1:9 \(ConnectError\)"
+    ):
+        pull_adapter(hub_repo_id)
+
+
 def test_transient_503_is_retried(hub: HubServer, hub_repo_id: str, reg: Registry) -> None:
     hub.fail(r"/preupload/", 503, times=2)
     hub.fail(r"/commit/", 503, times=1)
