@@ -19,6 +19,7 @@ from lorahub.cli.output import (
 )
 
 SORT_CHOICES = ["name", "created", "size", "rank"]
+SCAN_LIST_LIMIT = 50
 
 
 def _registry():  # -> lorahub.registry.Registry
@@ -132,11 +133,10 @@ def _print_scan(report: Any, no_hash: bool) -> None:
         ["result", "files"],
         [*counts, ("duplicate groups", len(report.duplicates))],
     )
-    rows = [
-        (k, i.name or "", i.path, i.detail or "")
-        for k in ("new", "changed", "moved", "missing", "errors", "skipped")
-        for i in getattr(report, k)
-    ]
+    kinds = ("new", "changed", "moved", "missing", "errors", "skipped")
+    if len(report.new) > SCAN_LIST_LIMIT:  # a first scan of a big folder: the counts say enough
+        kinds = kinds[1:]
+    rows = [(k, i.name or "", i.path, i.detail or "") for k in kinds for i in getattr(report, k)]
     rows += [
         ("duplicate", i.name or "", i.path, f"tensor hash {i.detail}")
         for g in report.duplicates
