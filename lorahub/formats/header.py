@@ -142,8 +142,9 @@ def read_scalars(
 ) -> dict[str, float]:
     """Read small scalar tensors (kohya `.alpha`) by offset, without loading anything else."""
     out: dict[str, float] = {}
-    with open(path, "rb") as fh:
-        for key in keys:
+    # Unbuffered: a buffered read would pull ~4 KB around every 4-byte scalar.
+    with open(path, "rb", buffering=0) as fh:
+        for key in sorted(keys, key=lambda k: header[k]["data_offsets"][0]):
             entry = header[key]
             begin, end = entry["data_offsets"]
             code = STRUCT_CODES.get(entry["dtype"])
