@@ -318,3 +318,29 @@ def test_push_mix_recipe(hub: HubServer, hub_repo_id: str, reg: Registry, exampl
     assert members["light"]["sha256"] == reg.get_adapter("light").sha256
     assert reg.publications("duo", kind="mix")[0].commit_sha == result.commit_sha
     assert not push_adapter("duo", hub_repo_id, registry=reg, recipe=True).changed
+
+
+def test_push_mix_baked(hub: HubServer, hub_repo_id: str, reg: Registry, example_adapters) -> None:
+    from lorahub.formats import inspect_file
+    from lorahub.types import MixMember
+
+    reg.add_adapter(example_adapters["example-light"], name="light")
+    reg.create_mix(
+        "duo", [MixMember("style", 0.7), MixMember("light", 0.4)], description="Two together."
+    )
+    result = push_adapter("duo", hub_repo_id, registry=reg)
+    assert [f.path_in_repo for f in result.files] == [WEIGHTS, "README.md"] and result.kind == "mix"
+    info = inspect_file(hf_hub_download(hub_repo_id, WEIGHTS))
+    assert (
+        info.format == "diffusers"
+        and info.rank_max == 12
+        and set(info.components) == {"unet", "text_encoder"}
+    )
+    card = ModelCard.load(hub_repo_id)
+    assert (
+        "Two together." in card.text
+        and "| style |" in card.text
+        and "lorahub-mix" in card.data.tags
+    )
+    again = push_adapter("duo", hub_repo_id, registry=reg)
+    assert not again.changed and again.commit_sha == result.commit_sha

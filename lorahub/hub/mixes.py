@@ -68,15 +68,9 @@ def stage_mix(
 
 def bake(reg: Any, mix: MixRecord, dest: Path) -> Path:
     """Merge the mix's members (weights applied) into one diffusers-format adapter, exactly (`cat`)."""
-    from lorahub import ops
+    from lorahub.hub.push import canonical_safetensors
+    from lorahub.ops.merge import MergeOptions, merge_adapters
 
     specs = reg.resolve_members(list(mix.members))
-    merge = getattr(ops, "merge_adapters", None)
-    if merge is None:
-        from lorahub.errors import UnsupportedError
-
-        raise UnsupportedError(
-            "baking a mix needs lorahub.ops merge; push it with --recipe instead"
-        )
-    merge(specs, dest, method="cat", format="diffusers")
-    return dest
+    merge_adapters(specs, dest, MergeOptions(method="cat"), format="diffusers")
+    return canonical_safetensors(dest)
