@@ -1,0 +1,229 @@
+"""What a finished run leaves: LoRA weights with metadata, the loss curve, the registry entry."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from lorahub.fileio import atomic_path, atomic_write_bytes
+from lorahub.training.config import TrainConfig
+from lorahub.training.setup import Models
+
+WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
+
+
+def save_weights(m: Models, accelerator: Any, dest: Path, metadata: dict[str, str]) -> Path:
+    """Write the LoRA with diffusers' `save_lora_weights` (LoRA configs included, so plain
+    diffusers reads alpha), then add the training metadata to the same file, atomically."""
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import get_peft_model_state_dict
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    kwargs: dict[str, Any] = {}
+    for name, model in m.trained:
+        inner = accelerator.unwrap_model(model)
+        state = convert_state_dict_to_diffusers(get_peft_model_state_dict(inner))
+        kwargs[f"{name}_lora_layers"] = {k: v.detach().float().cpu() for k, v in state.items()}
+        kwargs[f"{name}_lora_adapter_metadata"] = inner.peft_config["default"].to_dict()
+    with tempfile.TemporaryDirectory(prefix=".save-", dir=dest.parent) as tmp:
+        type(m.pipe).save_lora_weights(tmp, weight_name=WEIGHTS_NAME, **kwargs)
+        written = Path(tmp) / WEIGHTS_NAME
+        tensors = load_file(str(written))
+        with safe_open(str(written), framework="pt") as fh:
+            merged = {**(fh.metadata() or {}), **metadata}
+        with atomic_path(dest, suffix=".safetensors") as out:
+            save_file(tensors, str(out), metadata=merged)
+    return dest
+
+
+def architecture(m: Models, tiny: str | None = None) -> tuple[str, str]:
+    """(modelspec.architecture, ss_base_model_version) of the base (tiny bases by their family)."""
+    if tiny:
+        return f"{tiny}/lora", tiny
+    if m.is_sdxl:
+        return "stable-diffusion-xl-v1-base/lora", "sdxl_base_v1-0"
+    if m.scheduler.config.prediction_type == "v_prediction":
+        return "stable-diffusion-v2-768-v/lora", "sd_v2_768_v"
+    if m.unet.config.cross_attention_dim in (1024,):
+        return "stable-diffusion-v2-512/lora", "sd_v2_512"
+    return "stable-diffusion-v1/lora", "sd_v1"
+
+
+def family(m: Models) -> str:
+    """sd1, sd2 or sdxl, from the base's architecture."""
+    version = architecture(m)[1]
+    return "sdxl" if version.startswith("sdxl") else "sd2" if version.startswith("sd_v2") else "sd1"
+
+
+def training_metadata(cfg: TrainConfig, m: Models, facts: dict[str, Any]) -> dict[str, str]:
+    """Safetensors metadata in the names community tools read (ss_*, modelspec.*), plus ours."""
+    from lorahub import __version__
+
+    tiny = facts["base_family"] if str(facts["base_family"]).startswith("tiny") else None
+    arch, version = architecture(m, tiny)
+    w, h = facts["resolution"]
+    te_lr = cfg.text_encoder_lr or cfg.learning_rate
+    meta: dict[str, Any] = {
+        "ss_output_name": facts["name"],
+        "ss_sd_model_name": cfg.base,
+        "ss_base_model_version": version,
+        "ss_v2": str(version.startswith("sd_v2")),
+        "ss_network_dim": cfg.rank,
+        "ss_network_alpha": cfg.lora_alpha,
+        "ss_network_args": json.dumps(
+            {"use_dora": cfg.use_dora, "target_modules": list(cfg.target_modules)}
+        ),
+        "ss_network_train_unet_only": str(not cfg.train_text_encoder),
+        "ss_max_train_steps": cfg.max_train_steps,
+        "ss_steps": facts["steps"],
+        "ss_epoch": facts["epochs"],
+        "ss_num_train_images": facts["num_images"],
+        "ss_learning_rate": cfg.learning_rate,
+        "ss_unet_lr": cfg.learning_rate,
+        "ss_text_encoder_lr": te_lr if cfg.train_text_encoder else 0.0,
+        "ss_lr_scheduler": cfg.lr_scheduler,
+        "ss_lr_warmup_steps": cfg.lr_warmup_steps,
+        "ss_batch_size_per_device": cfg.batch_size,
+        "ss_gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+        "ss_max_grad_norm": cfg.max_grad_norm,
+        "ss_optimizer": "bitsandbytes.optim.AdamW8bit"
+        if cfg.use_8bit_adam
+        else "torch.optim.AdamW",
+        "ss_mixed_precision": facts["mixed_precision"],
+        "ss_gradient_checkpointing": str(cfg.gradient_checkpointing),
+        "ss_cache_latents": str(cfg.cache_latents),
+        "ss_min_snr_gamma": cfg.snr_gamma or 0,
+        "ss_noise_offset": cfg.noise_offset,
+        "ss_caption_dropout_rate": cfg.caption_dropout,
+        "ss_flip_aug": str(cfg.random_flip),
+        "ss_resolution": f"({w}, {h})",
+        "ss_seed": cfg.seed,
+        "ss_tag_frequency": json.dumps({facts["dataset_name"]: facts["tag_frequency"]}),
+        "ss_training_started_at": facts["started_at"],
+        "ss_training_finished_at": time.time(),
+        "modelspec.sai_model_spec": "1.0.0",
+        "modelspec.architecture": arch,
+        "modelspec.implementation": "https://github.com/huggingface/diffusers",
+        "modelspec.title": facts["name"],
+        "modelspec.resolution": f"{w}x{h}",
+        "modelspec.date": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()),
+        "modelspec.prediction_type": m.scheduler.config.prediction_type,
+        "lorahub.version": __version__,
+        "lorahub.base_model": cfg.base,
+        "lorahub.base_family": facts["base_family"],
+        "lorahub.target_modules": ",".join(cfg.target_modules),
+        "lorahub.dataset_hash": facts["dataset_hash"],
+        "lorahub.train_config": json.dumps(cfg.to_json(), sort_keys=True),
+    }
+    if cfg.trigger_words:
+        meta["modelspec.trigger_phrase"] = ", ".join(cfg.trigger_words)
+    if cfg.description:
+        meta["modelspec.description"] = cfg.description
+    return {k: str(v) for k, v in meta.items()}
+
+
+def write_loss_csv(rows: list[dict[str, Any]], dest: Path) -> Path:
+    """step,epoch,loss,lr, one row per optimizer step."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["step", "epoch", "loss", "lr"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_bytes(dest, buf.getvalue().encode())
+
+
+def plot_loss(rows: list[dict[str, Any]], dest: Path, title: str) -> Path:
+    """The loss curve (raw and smoothed) as a PNG, drawn with matplotlib's Agg backend."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    steps = [r["step"] for r in rows]
+    losses = [r["loss"] for r in rows]
+    fig = Figure(figsize=(6, 3.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(steps, losses, alpha=0.35, label="loss")
+    ax.plot(steps, _ema(losses), label="smoothed")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(dest, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    return dest
+
+
+def _ema(values: list[float], beta: float = 0.9) -> list[float]:
+    out, avg = [], None
+    for v in values:
+        avg = v if avg is None else beta * avg + (1 - beta) * v
+        out.append(avg)
+    return out
+
+
+def model_name(base: str) -> str:
+    """A registry model name for a base: `tiny`, a folder's name, or a Hub id with `--` for `/`."""
+    path = Path(base).expanduser()
+    text = path.name if path.exists() else base
+    return re.sub(r"[^A-Za-z0-9._-]+", "--", text).strip("-.") or "base"
+
+
+def check_not_registered(name: str, force: bool) -> None:
+    """Fail before training, not after, when the adapter name is taken."""
+    from lorahub.errors import AlreadyExistsError, NotFoundError
+    from lorahub.registry import Registry
+
+    with Registry() as reg:
+        try:
+            reg.get_adapter(name)
+        except NotFoundError:
+            return
+    if not force:
+        raise AlreadyExistsError(f"adapter {name!r} exists (pass --force to replace it, or --name)")
+
+
+def register(
+    cfg: TrainConfig, name: str, weights: Path, facts: dict[str, Any], preview: Path | None
+) -> Any:
+    """Register the adapter with lineage to its base model and data set; preview = last sample."""
+    from lorahub.errors import NotFoundError
+    from lorahub.registry import LineageParent, Registry
+    from lorahub.tiny import resolve_base
+
+    base_name = model_name(cfg.base)
+    with Registry() as reg:
+        try:
+            reg.get_model(base_name)
+        except NotFoundError:
+            source = resolve_base(cfg.base)
+            reg.record_model(
+                base_name,
+                source if Path(source).exists() else cfg.base,
+                {"base": cfg.base},
+                kind="base",
+                base_family=facts["base_family"],
+            )
+        lineage = [
+            LineageParent("model", base_name, "trained-from", {"base": cfg.base}),
+            LineageParent("dataset", facts["dataset_hash"], "trained-from",
+                          {"path": str(facts["dataset_path"]), "images": facts["num_images"]}),
+        ]  # fmt: skip
+        return reg.add_adapter(
+            weights,
+            name=name,
+            source="trained",
+            tags=cfg.tags,
+            description=cfg.description
+            or f"LoRA trained on {facts['dataset_name']} ({facts['steps']} steps)",
+            trigger_words=list(cfg.trigger_words) or None,
+            lineage=lineage,
+            preview=preview,
+            force=cfg.force,
+        )
