@@ -122,13 +122,20 @@ def resolve_one(st: ServerState, ref: str) -> tuple[AdapterSpec, list[str]]:
 
 def check_family(st: ServerState, specs: list[AdapterSpec]) -> None:
     """Refuse adapters made for another base family than the server's (unknown families pass)."""
+    from lorahub.inference.runtime import FAMILY_ALIASES
+
     family = st.base_family
     if family is None:
         return
-    wrong = [s for s in specs if s.base_family not in UNKNOWN_FAMILIES and s.base_family != family]
+    wrong = []
+    for spec in specs:
+        fam = FAMILY_ALIASES.get(spec.base_family or "", spec.base_family)
+        if fam not in UNKNOWN_FAMILIES and fam != family:
+            wrong.append(f"{spec.name} is for {fam}")
     if wrong:
-        names = ", ".join(f"{s.name} is for {s.base_family}" for s in wrong)
-        raise IncompatibleError(f"{names}; the server's base {st.base!r} is {family}")
+        raise IncompatibleError(
+            f"adapter {', '.join(wrong)}, but the server's base {st.base!r} is {family}"
+        )
 
 
 def build_request(body: GenerateBody, prompt: str, specs: list[AdapterSpec]) -> Any:

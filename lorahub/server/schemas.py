@@ -66,7 +66,10 @@ class GenerateBody(Strict):
     steps: Annotated[int | None, Field(ge=1, le=MAX_STEPS)] = None
     guidance: Annotated[float | None, Field(ge=0.0, le=50.0)] = None
     seed: Annotated[
-        int | None, Field(ge=0, le=MAX_SEED, description="random when unset; the record says which")
+        int | None,
+        Field(
+            ge=0, le=MAX_SEED, description="default 0, as `lorahub generate`; image i uses seed + i"
+        ),
     ] = None
     width: Annotated[int | None, Field(ge=8, le=MAX_SIDE, description="a multiple of 8")] = None
     height: Annotated[int | None, Field(ge=8, le=MAX_SIDE, description="a multiple of 8")] = None
