@@ -91,7 +91,8 @@ def test_push_round_trip_and_idempotent(
 def test_changed_adapter_makes_one_new_commit(
     hub: HubServer, hub_repo_id: str, reg: Registry
 ) -> None:
-    first = push_adapter("style", hub_repo_id, registry=reg)
+    first = push_adapter("style", hub_repo_id, registry=reg, private=True)
+    assert HfApi().repo_info(hub_repo_id).private is True
     reg.update_adapter("style", description="A better description.")
     second = push_adapter("style", hub_repo_id, registry=reg, message="new words")
     assert (
@@ -101,6 +102,16 @@ def test_changed_adapter_makes_one_new_commit(
     )
     assert HfApi().list_repo_commits(hub_repo_id)[0].title == "new words"
     assert len(reg.publications("style")) == 2
+    dev = push_adapter("style", hub_repo_id, registry=reg, revision="dev")
+    assert (
+        not dev.changed and dev.commit_sha == second.commit_sha
+    )  # new branch from main: same files
+    reg.update_adapter("style", description="Only on dev.")
+    dev = push_adapter("style", hub_repo_id, registry=reg, revision="dev")
+    assert dev.changed and dev.url.endswith(f"{hub_repo_id}/tree/dev")
+    assert HfApi().repo_info(hub_repo_id, revision="dev").sha == dev.commit_sha
+    assert HfApi().repo_info(hub_repo_id).sha == second.commit_sha
+    assert reg.publications("style")[-1].revision == "dev"
 
 
 def test_card_fields_survive_model_card_load(
@@ -291,6 +302,8 @@ def test_token_never_leaks(
     assert pulled.exit_code == 0, pulled.output
     shown = runner.invoke(main, ["show", "style", "--json"])
     assert json.loads(shown.output)["publications"][0]["repo"] == hub_repo_id
+    listed = runner.invoke(main, ["list", "--published", "--json"])
+    assert [r["name"] for r in json.loads(listed.output)] == ["style"]  # not the pulled copy
     wide = runner.invoke(main, ["show", "style"], env={"COLUMNS": "300"})
     assert hub_repo_id in wide.output and "publications" in wide.output
     reg.close()
