@@ -66,13 +66,25 @@ def call(fn: Callable[[], T], what: str, *, token: str | None = None, repo: str 
     for attempt in range(1, ATTEMPTS + 1):
         try:
             return fn()
-        except Exception as exc:  # noqa: BLE001 - narrowed by is_transient / to_hub_error
+        except Exception as exc:  # noqa: BLE001 - narrowed by is_hub_failure
+            if not is_hub_failure(exc):
+                raise
             if attempt < ATTEMPTS and is_transient(exc):
                 time.sleep(wait)
                 wait *= 2
                 continue
             raise to_hub_error(exc, what, repo=repo, token=token, attempts=attempt) from None
     raise AssertionError("unreachable")
+
+
+def is_hub_failure(exc: BaseException) -> bool:
+    """Whether an exception comes from talking to the Hub (others are bugs and propagate)."""
+    import httpx2
+    from huggingface_hub import errors
+
+    known = (errors.HfHubHTTPError, errors.OfflineModeIsEnabled, errors.LocalTokenNotFoundError,
+             errors.EntryNotFoundError, errors.HFValidationError, httpx2.HTTPError, ConnectionError, TimeoutError)  # fmt: skip
+    return isinstance(exc, known) or status_of(exc) is not None
 
 
 def status_of(exc: BaseException) -> int | None:
@@ -122,6 +134,8 @@ def _describe(
 
     where = f" {repo}" if repo else ""
     status = status_of(exc)
+    if isinstance(exc, errors.HFValidationError):
+        return f"cannot {what}: {str(exc).splitlines()[0]}"
     if isinstance(exc, errors.OfflineModeIsEnabled):
         return f"cannot {what}: HF_HUB_OFFLINE is set"
     if isinstance(exc, errors.RevisionNotFoundError):
@@ -139,7 +153,7 @@ def _describe(
         return f"cannot {what}: permission denied on{where or ' the Hub'} (does your token have write access?)"
     if status in (409, 412):
         return f"cannot {what}: conflict on{where or ' the Hub'} ({_server_message(exc) or 'it changed meanwhile'})"
-    if status is not None and status >= 500 or status == 429:
+    if status is not None and (status >= 500 or status == 429):
         return (
             f"cannot {what}: the Hub answered {status} after {attempts} attempts; try again later"
         )
@@ -156,10 +170,8 @@ def _server_message(exc: BaseException) -> str:
 
 def redact(error: Exception, token: str | None) -> Exception:
     """Remove the token (and any hf_ token) from an error's message."""
-    for attr in ("message",):
-        text = getattr(error, attr, None)
-        if isinstance(text, str):
-            setattr(error, attr, scrub(text, token))
+    if isinstance(getattr(error, "message", None), str):
+        error.message = scrub(error.message, token)  # type: ignore[attr-defined]
     error.args = tuple(scrub(a, token) if isinstance(a, str) else a for a in error.args)
     return error
 
