@@ -135,6 +135,9 @@ def setup_run(cfg: TrainConfig) -> Run:
     layout, train_idx, held = make_layout(data, cfg, resolution, m.latent_multiple)
     run = Run(cfg, name, out, data, accelerator, m, layout, train_idx, held or train_idx[:EVAL_IMAGES],
               resolution, warnings=warnings)  # fmt: skip
+    from accelerate.utils import set_seed
+
+    set_seed(cfg.seed)  # LoRA's gaussian init draws from the global generators
     groups = add_lora(m, cfg)
     optimizer = make_optimizer(cfg, groups)
     lr_scheduler = make_lr_scheduler(cfg, optimizer, accelerator.num_processes)
