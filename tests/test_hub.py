@@ -357,3 +357,24 @@ def test_push_mix_baked(hub: HubServer, hub_repo_id: str, reg: Registry, example
     )
     again = push_adapter("duo", hub_repo_id, registry=reg)
     assert not again.changed and again.commit_sha == result.commit_sha
+
+
+def test_card_from_lineage_hides_local_paths(hub: HubServer, example_adapters) -> None:
+    from lorahub.hub.card import adapter_card
+    from lorahub.registry import LineageParent
+
+    reg = Registry()
+    reg.record_model(
+        "base-x", example_adapters["example-style"].parent, {"base": "tiny"}, kind="base"
+    )
+    trained = [
+        LineageParent("model", "base-x", "trained-from", {"base": "tiny", "path": "/secret/base"}),
+        LineageParent("dataset", "abc123", "trained-from", {"path": "/home/me/data", "images": 5}),
+    ]
+    record = reg.add_adapter(example_adapters["example-light"], name="t", lineage=trained)
+    card = adapter_card(record, "me/t", [], reg.lineage("t"))
+    assert (
+        "base_model: lorahub/tiny-sd1" in card and "/secret" not in card and "/home/me" not in card
+    )
+    assert "| images | 5 |" in card and "- trained-from dataset `abc123`" in card
+    assert card == adapter_card(reg.get_adapter("t"), "me/t", [], reg.lineage("t"))

@@ -26,6 +26,17 @@ FAMILY_BASES = {
     "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
     "flux": "black-forest-labs/FLUX.1-dev",
 }
+PRIVATE_KEYS = {
+    "path",
+    "output",
+    "dest",
+    "seconds",
+    "inputs",
+    "input",
+    "modules",
+    "warnings",
+    "operation",
+}
 BASE_RELATIONS = ("trained-from", "fused-from", "converted-from", "pulled-from")
 TRAINING_KEYS = ("steps", "epochs", "learning_rate", "unet_lr", "text_encoder_lr", "batch_size",
                  "resolution", "optimizer", "lr_scheduler", "mixed_precision", "seed",
@@ -206,25 +217,44 @@ def details_section(record: AdapterRecord) -> str:
 
 
 def training_section(record: AdapterRecord, parents: Sequence[LineageEdge]) -> str:
-    """Training or merge parameters from the lineage details and the file's training metadata."""
-    out = []
+    """Training, merge or resize parameters from the lineage and the file's training metadata."""
+    titles = {
+        "trained-from": "Training parameters",
+        "merged-from": "Merge parameters",
+        "resized-from": "Resize parameters",
+    }
+    params: dict[str, dict[str, Any]] = {}
     for edge in parents:
-        if edge.relation in ("trained-from", "merged-from", "resized-from") and edge.details:
-            title = {"trained-from": "Training", "merged-from": "Merge", "resized-from": "Resize"}[
-                edge.relation
-            ]
-            out.append((title, edge.details))
+        if edge.relation in titles:
+            found = params.setdefault(titles[edge.relation], {})
+            found.update(public_params(edge.details))
+            weight = (edge.details.get("input") or {}).get("weight")
+            if weight is not None:
+                found[f"weight of {edge.parent_label or edge.parent_id}"] = weight
     facts = {k: record.summary[k] for k in TRAINING_KEYS if k in record.summary}
     if facts:
-        out.append(("Training metadata in the file", facts))
-    seen: list[str] = []
-    parts = []
-    for title, params in out:
-        text = table(("Parameter", "Value"), [(k, _value(v)) for k, v in sorted(params.items())])
-        if text not in seen:
-            seen.append(text)
-            parts.append(f"### {title} parameters\n\n{text}")
+        params["Training metadata in the file"] = facts
+    parts = [
+        f"### {title}\n\n"
+        + table(("Parameter", "Value"), sorted((k, _value(v)) for k, v in p.items()))
+        for title, p in params.items()
+        if p
+    ]
     return "## How it was made\n\n" + "\n\n".join(parts) if parts else ""
+
+
+def public_params(details: dict[str, Any]) -> dict[str, Any]:
+    """The scalar parameters of a lineage edge worth publishing: no local paths, timings or per-module rows."""
+    return {
+        k: v
+        for k, v in details.items()
+        if k not in PRIVATE_KEYS and isinstance(v, (str, int, float, bool)) and not looks_local(v)
+    }
+
+
+def looks_local(value: Any) -> bool:
+    """Whether a value looks like a path on this machine (never published)."""
+    return isinstance(value, str) and (value.startswith(("/", "~", "./", "..")) or ":\\" in value)
 
 
 def _value(v: Any) -> str:
