@@ -45,6 +45,7 @@ class BaseRuntime:
         self.fuser = Fuser()
         self.hot_count = 0
         self.default_scheduler = pipe.scheduler
+        _text_model_alias(pipe)
         self.schedulers: dict[str, Any] = {}
         if config.compile:
             self._setup_compile()
@@ -202,6 +203,14 @@ class BaseRuntime:
             ],
             "resident_bytes": self.resident.nbytes,
         }
+
+
+def _text_model_alias(pipe: Any) -> None:
+    """diffusers' SD1 clip_skip reads `text_encoder.text_model`, gone in transformers 5: alias it."""
+    for attr in ("text_encoder", "text_encoder_2"):
+        te = getattr(pipe, attr, None)
+        if te is not None and not hasattr(te, "text_model") and hasattr(te, "final_layer_norm"):
+            object.__setattr__(te, "text_model", te)  # plain attribute: not a registered child
 
 
 def _adapter_record(spec: AdapterSpec) -> dict[str, Any]:
