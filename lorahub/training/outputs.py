@@ -21,7 +21,6 @@ WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 def save_weights(m: Models, accelerator: Any, dest: Path, metadata: dict[str, str]) -> Path:
     """Write the LoRA with diffusers' `save_lora_weights` (LoRA configs included, so plain
     diffusers reads alpha), then add the training metadata to the same file, atomically."""
-    from diffusers.utils import convert_state_dict_to_diffusers
     from peft import get_peft_model_state_dict
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
@@ -29,7 +28,7 @@ def save_weights(m: Models, accelerator: Any, dest: Path, metadata: dict[str, st
     kwargs: dict[str, Any] = {}
     for name, model in m.trained:
         inner = accelerator.unwrap_model(model)
-        state = convert_state_dict_to_diffusers(get_peft_model_state_dict(inner))
+        state = get_peft_model_state_dict(inner)  # lora_A/lora_B: the layout diffusers writes now
         kwargs[f"{name}_lora_layers"] = {k: v.detach().float().cpu() for k, v in state.items()}
         kwargs[f"{name}_lora_adapter_metadata"] = inner.peft_config["default"].to_dict()
     with tempfile.TemporaryDirectory(prefix=".save-", dir=dest.parent) as tmp:
