@@ -27,7 +27,10 @@ def _field_option(f: dataclasses.Field) -> Callable[[Any], Any]:
     help_text = f.metadata.get("help", "")
     kind = _base_type(f.type)
     if kind == "bool":
-        return click.option(f"{flag}/--no-{flag[2:]}", f.name, default=None, help=help_text)
+        state = "on" if f.default else "off"
+        return click.option(
+            f"{flag}/--no-{flag[2:]}", f.name, default=None, help=f"{help_text} [default: {state}]"
+        )
     if kind.startswith("tuple"):
         sep = f.metadata.get("sep", ",")
         return click.option(

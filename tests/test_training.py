@@ -136,9 +136,14 @@ def test_plain_diffusers_loads_it_and_output_changes(trained, tiny_sd1):
 
     result, _ = trained
     pipe = _plain_pipe(tiny_sd1)
-    run = lambda: pipe(  # noqa: E731
-        "a red circle", num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="np"
-    ).images
+    run = lambda: (
+        pipe(  # noqa: E731
+            "a red circle",
+            num_inference_steps=3,
+            generator=torch.Generator().manual_seed(0),
+            output_type="np",
+        ).images
+    )
     before = run()
     pipe.load_lora_weights(str(result.weights_path))
     assert np.abs(run() - before).max() > 1e-3
@@ -155,7 +160,9 @@ def test_plain_diffusers_reproduces_our_peft_forward_with_alpha(trained, tiny_sd
     result, _ = trained
     tensors = load_file(result.weights_path)
     ours = UNet2DConditionModel.from_pretrained(tiny_sd1, subfolder="unet")
-    ours.add_adapter(LoraConfig(r=RANK, lora_alpha=ALPHA, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    ours.add_adapter(
+        LoraConfig(r=RANK, lora_alpha=ALPHA, target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+    )
     state = {k.removeprefix("unet."): v for k, v in tensors.items()}
     assert not set_peft_model_state_dict(ours, state).unexpected_keys
     expected = _unet_out(ours)
@@ -181,7 +188,9 @@ def test_inspect_reports_rank_alpha_targets_and_training(trained):
 
     result, _ = trained
     info = inspect_file(result.weights_path)
-    assert info.format == "diffusers" and info.base_family == "tiny-sd1" and info.base_conflict is None
+    assert (
+        info.format == "diffusers" and info.base_family == "tiny-sd1" and info.base_conflict is None
+    )
     assert (info.rank, info.alpha) == (RANK, ALPHA)
     assert set(info.targets) == {"to_q", "to_k", "to_v", "to_out.0"}
     meta = info.metadata
@@ -291,7 +300,9 @@ def _count_encoder_calls(cfg) -> list[int]:
 
 
 def test_cache_latents_calls_neither_vae_nor_text_encoder_per_step(demo_data):
-    opts = dict(max_train_steps=4, random_flip=True, caption_dropout=0.5, register=False, force=True)
+    opts = dict(
+        max_train_steps=4, random_flip=True, caption_dropout=0.5, register=False, force=True
+    )
     cached = _count_encoder_calls(_small(demo_data, name="cached", cache_latents=True, **opts))
     assert len(cached) == 4 and cached[-1] - cached[0] == 0
     plain = _count_encoder_calls(_small(demo_data, name="uncached", **opts))
