@@ -181,3 +181,23 @@ def hash_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> FileHashes:
     digest = full.hexdigest()
     tdigest = tensors.hexdigest() if is_st else None
     return FileHashes(digest, digest[:10], tdigest, tdigest[:12] if tdigest else None)
+
+
+def canonicalize_header(path: str | os.PathLike[str]) -> Path:
+    """Rewrite a safetensors header in a fixed key order, in place (data bytes untouched).
+
+    safetensors writes `__metadata__` from a hash map, so the same tensors and metadata can give
+    different bytes from run to run; lorahub's files must be byte-stable (hashes, idempotent push).
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    meta = header.pop("__metadata__", None)
+    ordered = dict(sorted(header.items(), key=lambda kv: (kv[1]["data_offsets"][0], kv[0])))
+    if meta is not None:
+        ordered = {"__metadata__": dict(sorted(meta.items())), **ordered}
+    text = json.dumps(ordered, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n :])
+    return path

@@ -11,6 +11,7 @@ from typing import Any
 
 from lorahub.errors import InvalidInputError, UnsupportedError
 from lorahub.fileio import atomic_dir, atomic_path, atomic_write_bytes
+from lorahub.formats.header import canonicalize_header
 from lorahub.formats.names import canonical_to_kohya
 from lorahub.formats.tensors import ModuleWeights
 
@@ -63,6 +64,7 @@ def _save(tensors: dict[str, Any], dest: Path, metadata: dict[str, str]) -> Path
             str(tmp),
             metadata=metadata,
         )
+        canonicalize_header(tmp)
     return dest
 
 

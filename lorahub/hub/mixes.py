@@ -68,9 +68,8 @@ def stage_mix(
 
 def bake(reg: Any, mix: MixRecord, dest: Path) -> Path:
     """Merge the mix's members (weights applied) into one diffusers-format adapter, exactly (`cat`)."""
-    from lorahub.hub.push import canonical_safetensors
     from lorahub.ops.merge import MergeOptions, merge_adapters
 
     specs = reg.resolve_members(list(mix.members))
     merge_adapters(specs, dest, MergeOptions(method="cat"), format="diffusers")
-    return canonical_safetensors(dest)
+    return dest

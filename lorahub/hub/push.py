@@ -111,29 +111,7 @@ def write_weights(record: AdapterRecord, dest: Path, fmt: str) -> Path:
     meta = {k: v for k, v in (record.metadata or {}).items() if k not in DROP_METADATA}
     with open_adapter(src) as reader:
         write_adapter(reader.modules(), dest, format=fmt, metadata=meta, base_family=family)
-    return canonical_safetensors(dest)
-
-
-def canonical_safetensors(path: Path) -> Path:
-    """Rewrite a safetensors header in a fixed key order, in place (data bytes untouched).
-
-    safetensors writes `__metadata__` from a hash map, so the same tensors and metadata can give
-    different bytes from run to run; a push must give the same bytes to stay idempotent.
-    """
-    import json
-    import struct
-
-    raw = path.read_bytes()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8 : 8 + n])
-    meta = header.pop("__metadata__", None)
-    ordered = dict(sorted(header.items(), key=lambda kv: (kv[1]["data_offsets"][0], kv[0])))
-    if meta is not None:
-        ordered = {"__metadata__": dict(sorted(meta.items())), **ordered}
-    text = json.dumps(ordered, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n :])
-    return path
+    return dest
 
 
 def kohya_name(record: AdapterRecord) -> str:
