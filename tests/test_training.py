@@ -136,14 +136,11 @@ def test_plain_diffusers_loads_it_and_output_changes(trained, tiny_sd1):
 
     result, _ = trained
     pipe = _plain_pipe(tiny_sd1)
-    run = lambda: (
-        pipe(  # noqa: E731
-            "a red circle",
-            num_inference_steps=3,
-            generator=torch.Generator().manual_seed(0),
-            output_type="np",
-        ).images
-    )
+
+    def run():
+        gen = torch.Generator().manual_seed(0)
+        return pipe("a red circle", num_inference_steps=3, generator=gen, output_type="np").images
+
     before = run()
     pipe.load_lora_weights(str(result.weights_path))
     assert np.abs(run() - before).max() > 1e-3
@@ -182,8 +179,8 @@ def test_plain_diffusers_reproduces_our_peft_forward_with_alpha(trained, tiny_sd
 
 def test_inspect_reports_rank_alpha_targets_and_training(trained):
     from click.testing import CliRunner
-
     from lorahub.cli import main
+
     from lorahub.formats import inspect_file
 
     result, _ = trained
