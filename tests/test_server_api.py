@@ -26,12 +26,20 @@ TOKEN = "s3cret-token"
 
 @pytest.fixture(scope="module")
 def engine(tiny_sd1):
-    """One real engine on the tiny base for the whole module (its pipeline loads once)."""
+    """One real engine on the tiny base for the whole module (its pipeline loads once).
+
+    One torch thread while it runs: the tiny model gains nothing from two, and on 2 shared cores
+    spinning OpenMP threads make each generation ~30x slower."""
+    import torch
+
     from lorahub.inference import Engine
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     eng = Engine(base="tiny", device="cpu", dtype="fp32")
     yield eng
     eng.close()
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -196,6 +204,8 @@ def test_bad_json_oversize_and_unknown_routes(client) -> None:
         413,
         "too_large",
     )
+    chunks = iter([b'{"prompt": "', b"x" * 600_000, b"x" * 600_000, b'"}'])  # no Content-Length
+    error_of(client.post("/v1/generate", content=chunks, headers=headers), 413, "too_large")
     error_of(client.get("/v1/nothing-here"), 404, "not_found")
     error_of(client.put("/v1/generate", json={}), 405, "method_not_allowed")
     error_of(client.get("/v1/adapters", params={"min_rank": "four"}), 422, "invalid_input")
@@ -469,3 +479,31 @@ def test_queue_overflow_is_429_with_retry_after(lorahub_home, tmp_path) -> None:
 
     asyncio.run(scenario())
     worker.shutdown()
+
+
+# the serve command
+
+
+def test_serve_binds_loopback_and_warns_without_token(monkeypatch) -> None:
+    import uvicorn
+    from click.testing import CliRunner
+    from lorahub.cli import main
+    from lorahub.cli.serve_cmds import is_loopback
+
+    assert all(map(is_loopback, ["127.0.0.1", "127.0.0.2", "::1", "localhost"]))
+    assert not any(map(is_loopback, ["0.0.0.0", "::", "192.168.1.20", "example.org"]))
+    calls: list[dict] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append({"app": app, **kw}))
+    runner = CliRunner()
+    quiet = runner.invoke(main, ["serve"])
+    assert quiet.exit_code == 0, quiet.output
+    assert (calls[0]["host"], calls[0]["port"]) == (
+        "127.0.0.1",
+        8765,
+    ) and "WITHOUT A TOKEN" not in quiet.output
+    loud = runner.invoke(main, ["serve", "--host", "0.0.0.0", "--port", "9001", "--max-queue", "3"])
+    assert "WITHOUT A TOKEN" in loud.output and calls[1]["port"] == 9001
+    assert calls[1]["app"].state.lorahub.worker.max_queue == 3
+    guarded = runner.invoke(main, ["serve", "--host", "0.0.0.0", "--token", TOKEN])
+    assert "WITHOUT A TOKEN" not in guarded.output and TOKEN not in guarded.output
+    assert calls[2]["app"].state.lorahub.token == TOKEN

@@ -143,7 +143,16 @@ def build_request(body: GenerateBody, prompt: str, specs: list[AdapterSpec]) -> 
     from lorahub.inference.requests import GenerationRequest
 
     fields: dict[str, Any] = {"prompt": prompt, "adapters": tuple(specs), "n": body.n}
-    for key in ("negative_prompt", "steps", "guidance", "seed", "width", "height"):
+    for key in (
+        "negative_prompt",
+        "steps",
+        "guidance",
+        "seed",
+        "width",
+        "height",
+        "scheduler",
+        "clip_skip",
+    ):
         value = getattr(body, key)
         if value is not None:
             fields[key] = value

@@ -7,10 +7,6 @@ from collections.abc import Callable
 from lorahub.server.errors import error_body
 
 
-class BodyTooLarge(Exception):
-    """Raised inside `receive` when a streamed body passes the limit."""
-
-
 class BodyLimitMiddleware:
     """Answer 413 (in the API's error shape) to bodies over `max_bytes`."""
 
@@ -27,26 +23,32 @@ class BodyLimitMiddleware:
             await self._reject(send)
             return
         seen = 0
-        started = False
+        started = rejected = False
 
         async def limited_receive() -> dict:
-            nonlocal seen
+            # The app never sees an oversize body: we answer 413 and tell it the client left.
+            nonlocal seen, rejected
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise BodyTooLarge()
+            if seen > self.max_bytes and not rejected:
+                rejected = True
+                if not started:
+                    await self._reject(send)
+                return {"type": "http.disconnect"}
             return message
 
         async def tracking_send(message: dict) -> None:
             nonlocal started
+            if rejected:
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
-                await self._reject(send)
+        except Exception:
+            if not rejected:
+                raise
 
     async def _reject(self, send: Callable) -> None:
         body = error_body(413, "too_large", f"request body over {self.max_bytes} bytes")

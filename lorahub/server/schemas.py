@@ -74,6 +74,11 @@ class GenerateBody(Strict):
     width: Annotated[int | None, Field(ge=8, le=MAX_SIDE, description="a multiple of 8")] = None
     height: Annotated[int | None, Field(ge=8, le=MAX_SIDE, description="a multiple of 8")] = None
     n: Annotated[int, Field(ge=1, le=MAX_IMAGES, description="number of images")] = 1
+    scheduler: Annotated[
+        str | None,
+        Field(max_length=40, description="ddim, euler, euler_a, dpm++, ... (default: the base's)"),
+    ] = None
+    clip_skip: Annotated[int | None, Field(ge=0, le=12)] = None
 
     @field_validator("width", "height")
     @classmethod
