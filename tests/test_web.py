@@ -1,0 +1,266 @@
+"""The web page in headless Chromium against one real `lorahub serve` (tiny base) for the module."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.web_browser import (
+    WebServer,
+    add_metadata,
+    chromium,
+    patched_env,
+    register_examples,
+    require_browser,
+    run_server,
+)
+
+EVIL_TRIGGERS = '<script>window.__xss=1</script>, <img src=x onerror="alert(2)">'
+EVIL_DESCRIPTION = "<b>bold</b><script>window.__xss=3</script><img src=x onerror=alert(4)>"
+PROMPT = "a castle on a hill"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
+    """Four adapters (one with a trained-with preview, one with markup in its metadata) and a server."""
+    require_browser()
+    from lorahub.examples import ExampleAdapter, write_example_adapter
+    from lorahub.registry import Registry
+
+    home = tmp_path_factory.mktemp("web-home")
+    files = tmp_path_factory.mktemp("web-files")
+    register_examples(home, files, [
+        (ExampleAdapter("watercolor", 4, 4.0, 1, False, "Soft washes.", ("watercolor",)), ["style", "paint"]),
+        (ExampleAdapter("neon-light", 8, 4.0, 2, True, "Neon rim light.", ("neon",)), ["lighting"]),
+        (ExampleAdapter("pixel-art", 4, 8.0, 3, False, "Chunky pixels.", ("pixelart",)), ["style"]),
+    ])  # fmt: skip
+    evil = write_example_adapter(
+        "tiny", files / "evil.safetensors", ExampleAdapter("evil", 4, 4.0, 4)
+    )
+    add_metadata(
+        evil, {"modelspec.trigger_phrase": EVIL_TRIGGERS, "modelspec.description": EVIL_DESCRIPTION}
+    )
+    with patched_env(LORAHUB_HOME=str(home)), Registry() as registry:
+        registry.add_adapter(evil, name="evil", tags=["untrusted"])
+        registry.set_preview("watercolor", trained_with_image(files / "sample.png"))
+    with run_server(home) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser(server: WebServer) -> Iterator[Any]:
+    """One headless Chromium for the module."""
+    with chromium() as driver:
+        yield driver
+
+
+def trained_with_image(path: Path) -> Path:
+    """A small PNG standing in for the image an adapter was trained with."""
+    from PIL import Image
+
+    Image.linear_gradient("L").resize((64, 64)).convert("RGB").save(path)
+    return path
+
+
+def wait(driver: Any, condition: Any, timeout: float = 30.0) -> Any:
+    """Wait until `condition(driver)` is truthy; returns its value."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    waiter = WebDriverWait(
+        driver, timeout, 0.1, ignored_exceptions=[StaleElementReferenceException]
+    )
+    return waiter.until(condition)
+
+
+def css(driver: Any, selector: str) -> list[Any]:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_elements(By.CSS_SELECTOR, selector)
+
+
+def card_names(driver: Any) -> list[str]:
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#gallery li.card')].map((li) => li.dataset.ref)"
+    )
+
+
+def option_values(driver: Any, select: str) -> list[str]:
+    return driver.execute_script(
+        f"return [...document.querySelectorAll('{select} option')].map((o) => o.value)"
+    )
+
+
+def open_page(driver: Any, server: WebServer, fragment: str = "#/") -> None:
+    """Load the page afresh (a new document: no state left from the previous test)."""
+    driver.get("about:blank")
+    driver.get(f"{server.url}/{fragment}")
+
+
+def test_gallery_lists_registered_adapters_with_previews(server: WebServer, browser: Any) -> None:
+    open_page(browser, server)
+    wait(browser, lambda d: len(card_names(d)) == 4)
+    assert card_names(browser) == ["evil", "neon-light", "pixel-art", "watercolor"]
+    watercolor = css(browser, '#gallery li[data-ref="watercolor"]')[0]
+    assert "rank 4" in watercolor.text and "tiny-sd1" in watercolor.text
+    assert "paint" in watercolor.text and "watercolor" in watercolor.text
+    img = wait(browser, lambda d: css(d, '#gallery li[data-ref="watercolor"] img.preview'))[0]
+    wait(browser, lambda d: d.execute_script("return arguments[0].naturalWidth", img) == 64)
+    assert css(browser, '#gallery li[data-ref="neon-light"] .placeholder[role="img"]')
+    link = css(browser, '#gallery li[data-ref="neon-light"] a.card-link')[0]
+    assert link.get_attribute("href").endswith("#/adapter/neon-light")
+
+
+def test_filters_narrow_the_gallery(server: WebServer, browser: Any) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    open_page(browser, server)
+    wait(browser, lambda d: len(card_names(d)) == 4)
+    wait(browser, lambda d: "paint" in option_values(d, "#filter-tag"))
+    Select(css(browser, "#filter-tag")[0]).select_by_value("paint")
+    wait(browser, lambda d: card_names(d) == ["watercolor"])
+    Select(css(browser, "#filter-tag")[0]).select_by_value("style")
+    wait(browser, lambda d: card_names(d) == ["pixel-art", "watercolor"])
+    css(browser, "#filter-clear")[0].click()
+    wait(browser, lambda d: len(card_names(d)) == 4)
+    search = css(browser, "#filter-q")[0]
+    search.send_keys("neon\n")  # Enter submits the filter form
+    wait(browser, lambda d: card_names(d) == ["neon-light"])
+    assert "1 of 4" in css(browser, "#gallery-count")[0].text
+
+
+def test_tags_added_and_removed_in_the_page_reach_the_cli(server: WebServer, browser: Any) -> None:
+    open_page(browser, server, "#/adapter/pixel-art")
+    field = wait(browser, lambda d: css(d, "#tag-input"))[0]
+    assert css(browser, 'label[for="tag-input"]')
+    field.send_keys("favourite, keeper")
+    css(browser, "#tag-add")[0].click()
+    wait(browser, lambda d: css(d, '#adapter-tags li[data-tag="keeper"]'))
+    assert [r["name"] for r in server.cli("list", "--tag", "favourite")] == ["pixel-art"]
+    css(browser, '#adapter-tags button[aria-label="Remove tag favourite"]')[0].click()
+    wait(browser, lambda d: not css(d, '#adapter-tags li[data-tag="favourite"]'))
+    assert server.cli("list", "--tag", "favourite") == []
+    assert [r["name"] for r in server.cli("list", "--tag", "keeper")] == ["pixel-art"]
+
+
+def test_bad_tag_shows_the_server_message(server: WebServer, browser: Any) -> None:
+    open_page(browser, server, "#/adapter/neon-light")
+    wait(browser, lambda d: css(d, "#tag-input"))[0].send_keys("no spaces allowed!\n")
+    notice = wait(browser, lambda d: [n for n in css(d, "#notice.error") if n.is_displayed()])[0]
+    assert notice.text
+    assert "lighting" in css(browser, "#adapter-tags")[0].text
+
+
+def compose(driver: Any, server: WebServer, members: list[str]) -> None:
+    """Open the composer and add `members` through the picker."""
+    from selenium.webdriver.support.ui import Select
+
+    open_page(driver, server, "#/mix")
+    wait(driver, lambda d: len(option_values(d, "#mix-pick")) == 4)
+    css(driver, "#mix-clear")[0].click()
+    for ref in members:
+        Select(css(driver, "#mix-pick")[0]).select_by_value(ref)
+        css(driver, "#mix-add")[0].click()
+    wait(
+        driver,
+        lambda d: (
+            [li.get_attribute("data-ref") for li in css(d, "#mix-members li.member")] == members
+        ),
+    )
+
+
+def test_composed_mix_is_saved_listed_and_deleted(server: WebServer, browser: Any) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    compose(browser, server, ["watercolor", "neon-light"])
+    rows = css(browser, "#mix-members li.member")
+    slider = rows[0].find_element("css selector", "input[type=range]")
+    slider.send_keys(Keys.ARROW_LEFT, Keys.ARROW_LEFT)  # the slider works from the keyboard
+    number = rows[1].find_element("css selector", "input[type=number]")
+    number.clear()
+    number.send_keys("0.5")
+    for el in (slider, number):
+        assert css(browser, f'label[for="{el.get_attribute("id")}"]')
+    assert (
+        rows[0].find_element("css selector", "input[type=number]").get_attribute("value") == "0.9"
+    )
+    css(browser, "#mix-name")[0].send_keys("castle-look")
+    css(browser, "#mix-description")[0].send_keys("soft light")
+    css(browser, "#mix-save")[0].click()
+    wait(browser, lambda d: css(d, '#mix-list li[data-mix="castle-look"]'))
+    [mix] = [m for m in server.cli("mix", "list") if m["name"] == "castle-look"]
+    assert [(m["ref"], m["weight"]) for m in mix["members"]] == [
+        ("watercolor", 0.9),
+        ("neon-light", 0.5),
+    ]
+    assert mix["description"] == "soft light"
+    delete = css(browser, '#mix-list li[data-mix="castle-look"] button.danger')[0]
+    delete.click()
+    delete.click()  # the second press confirms
+    wait(browser, lambda d: not css(d, '#mix-list li[data-mix="castle-look"]'))
+    assert "castle-look" not in [m["name"] for m in server.cli("mix", "list")]
+
+
+def test_trying_a_mix_shows_a_png_and_the_server_state(server: WebServer, browser: Any) -> None:
+    compose(browser, server, ["watercolor", "pixel-art"])
+    prompt = css(browser, "#mix-prompt")[0]
+    prompt.clear()
+    prompt.send_keys(PROMPT)
+    steps = css(browser, "#mix-steps")[0]
+    steps.clear()
+    steps.send_keys("2")
+    css(browser, "#mix-try")[0].click()
+    img = wait(browser, lambda d: css(d, "#mix-image"), timeout=120)[0]
+    src = img.get_attribute("src")
+    assert src.startswith("data:image/png;base64,")
+    png = base64.b64decode(src.split(",", 1)[1])
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 100
+    assert browser.execute_script("return arguments[0].naturalWidth", img) > 0
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(png)).size[0] > 0
+    open_page(browser, server, "#/status")
+    table = wait(browser, lambda d: css(d, "#recent-table"))[0]
+    assert PROMPT in table.text and "watercolor" in table.text
+    body = css(browser, "#status-body")[0].text
+    assert "tiny" in body and "Pipeline loaded" in body
+
+
+def test_preview_generated_on_request_is_stored_in_the_home(
+    server: WebServer, browser: Any
+) -> None:
+    open_page(browser, server, "#/adapter/neon-light")
+    wait(browser, lambda d: css(d, "#preview-make"))[0].click()
+    img = wait(browser, lambda d: css(d, "#detail-thumb img.preview"), timeout=120)[0]
+    wait(browser, lambda d: d.execute_script("return arguments[0].naturalWidth", img) > 0)
+    preview = server.get("/v1/adapters/neon-light")["adapter"]["preview"]
+    assert (server.home / "previews" / preview).is_file()
+
+
+def assert_nothing_injected(driver: Any) -> None:
+    """No script ran (no alert, no global set) and no element was made from the markup."""
+    from selenium.common.exceptions import NoAlertPresentException
+
+    with pytest.raises(NoAlertPresentException):
+        driver.switch_to.alert  # noqa: B018 (the property raises when no alert is open)
+    assert driver.execute_script("return window.__xss === undefined")
+    injected = "#main script, #main b, #main img[src='x'], #main img:not([src^='blob:']):not([src^='data:'])"
+    assert driver.execute_script(f"return document.querySelectorAll({injected!r}).length") == 0
+
+
+def test_markup_from_file_metadata_is_shown_as_text(server: WebServer, browser: Any) -> None:
+    open_page(browser, server)
+    card = wait(browser, lambda d: css(d, '#gallery li[data-ref="evil"] .trigger-text'))[0]
+    assert card.text == '<script>window.__xss=1</script>, <img src=x onerror="alert(2)">'
+    assert_nothing_injected(browser)
+    open_page(browser, server, "#/adapter/evil")
+    wait(browser, lambda d: css(d, "#adapter-triggers li"))
+    chips = [li.text for li in css(browser, "#adapter-triggers li")]
+    assert chips == ["<script>window.__xss=1</script>", '<img src=x onerror="alert(2)">']
+    assert css(browser, "#adapter-description")[0].text == EVIL_DESCRIPTION
+    assert_nothing_injected(browser)
