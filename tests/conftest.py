@@ -31,7 +31,10 @@ _SESSION_CACHE = Path(tempfile.mkdtemp(prefix="lorahub-test-cache-"))
 os.environ.setdefault("LORAHUB_CACHE", str(_SESSION_CACHE))
 os.environ["HF_HOME"] = str(_SESSION_CACHE / "hf-home")
 
-pytest_plugins = ["tests.hub_fixtures"]  # local Hub server fixtures: hub_server, hub, hub_lfs, ...
+pytest_plugins = [
+    "tests.hub_fixtures",  # local Hub server fixtures: hub_server, hub, hub_lfs, ...
+    "tests.server_fixtures",  # in-process API fixtures: server_engine, server_client, ...
+]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "lora"

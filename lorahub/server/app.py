@@ -16,7 +16,7 @@ from lorahub.server.auth import TokenMiddleware
 from lorahub.server.errors import install_error_handlers
 from lorahub.server.limits import BodyLimitMiddleware
 from lorahub.server.metrics import MetricsMiddleware
-from lorahub.server.schemas import MAX_BODY_BYTES
+from lorahub.server.schemas import ERROR_RESPONSES, MAX_BODY_BYTES
 from lorahub.server.state import ServerState
 from lorahub.server.worker import EngineWorker
 
@@ -62,7 +62,7 @@ def create_app(
     app.state.lorahub = st
     install_error_handlers(app)
     for router in ROUTERS:
-        app.include_router(router)
+        app.include_router(router, responses=ERROR_RESPONSES)
     _mount_static(app, st)
     _add_middleware(app, st, max_body_bytes)
     return app

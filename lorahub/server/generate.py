@@ -14,7 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from lorahub.errors import IncompatibleError, NotFoundError
-from lorahub.server.schemas import MAX_PROMPT, GenerateBody, PreviewBody, blocks
+from lorahub.server.schemas import MAX_PROMPT, GenerateBody, GenerateResponse, PreviewBody, blocks
 from lorahub.server.state import ServerState, open_registry, state
 from lorahub.types import AdapterSpec, MixMember
 
@@ -26,7 +26,11 @@ UNKNOWN_FAMILIES = (None, "", "unknown")
     "/v1/generate",
     summary="Generate images with adapters and/or a mix",
     responses={
-        200: {"content": {"image/png": {}}, "description": "JSON, or PNG with Accept: image/png"}
+        200: {
+            "model": GenerateResponse,
+            "content": {"image/png": {}},
+            "description": "JSON, or the first image as PNG with `Accept: image/png`",
+        }
     },
 )
 async def generate(body: GenerateBody, request: Request) -> Response:
@@ -140,6 +144,7 @@ def check_family(st: ServerState, specs: list[AdapterSpec]) -> None:
 
 def build_request(body: GenerateBody, prompt: str, specs: list[AdapterSpec]) -> Any:
     """A GenerationRequest; unset fields keep the engine's defaults (as `lorahub generate` does)."""
+    from lorahub.inference.pipelines import scheduler_class
     from lorahub.inference.requests import GenerationRequest
 
     fields: dict[str, Any] = {"prompt": prompt, "adapters": tuple(specs), "n": body.n}
@@ -156,6 +161,8 @@ def build_request(body: GenerateBody, prompt: str, specs: list[AdapterSpec]) -> 
         value = getattr(body, key)
         if value is not None:
             fields[key] = value
+    if body.scheduler is not None:
+        scheduler_class(body.scheduler)  # an unknown name is a 400 now, not after queueing
     gen = GenerationRequest(**fields)
     gen.validate()
     return gen

@@ -125,3 +125,37 @@ class MixBody(Strict):
     members: list[MixMemberBody] = Field(min_length=1, max_length=MAX_ADAPTERS)
     description: Annotated[str | None, Field(max_length=MAX_PROMPT)] = None
     force: bool = False
+
+
+class GenerateResponse(BaseModel):
+    """`POST /v1/generate` as JSON: base64 PNGs (with the CLI's text chunks) and the record."""
+
+    images: list[str]
+    record: dict
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: a stable `code` (not_found, invalid_input, ...) and one line for people."""
+
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """The body of every 4xx/5xx answer."""
+
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in (
+        (400, "invalid input (bad name, weight, tag)"),
+        (401, "missing or wrong bearer token"),
+        (404, "unknown adapter(s), mix or route"),
+        (409, "name already taken"),
+        (413, "body over 1 MB"),
+        (422, "malformed body or parameters, or adapters for another base family"),
+        (429, "generation queue full (see Retry-After)"),
+    )
+}
