@@ -93,3 +93,33 @@ def test_histogram_is_cumulative():
     hist = m.to_json()["swap_seconds"]
     assert hist["count"] == 3 and hist["buckets"][-1] == ["+Inf", 3]
     assert dict((str(b), c) for b, c in hist["buckets"])["0.005"] == 2
+
+
+@pytest.mark.parametrize(
+    "fname, kind",
+    [
+        pytest.param(
+            "sd1x_lycoris-lokr_dim4_smart-falcon.safetensors", "dense", marks=pytest.mark.slow
+        ),
+        ("sd15_cloneofsimo_r4_analog-svd.safetensors", None),
+        ("sd15_diffusers-attnproc_r4_catundchat.safetensors", "lora"),
+        ("sd15-te_peft_r8_hansjohn819.safetensors", "lora"),
+    ],
+)
+def test_real_files_read_as_owned_terms(fixtures_dir, fname, kind):
+    """Real-world formats become canonical terms in memory the engine owns (no file views)."""
+    import torch
+
+    from lorahub.errors import UnsupportedError
+    from lorahub.inference.sources import read_terms
+
+    if kind is None:  # positional format: formats cannot name its modules
+        with pytest.raises(UnsupportedError, match="cloneofsimo"):
+            read_terms(str(fixtures_dir / fname), torch.float32)
+        return
+    terms = read_terms(str(fixtures_dir / fname), torch.float32)
+    assert terms and {t.kind for t in terms} == {kind}
+    assert all(t.name.split(".", 1)[0] in ("unet", "text_encoder") for t in terms)
+    for t in terms[:5]:
+        assert t.a.is_contiguous() and t.a.dtype == torch.float32
+        assert t.scale > 0
