@@ -177,6 +177,23 @@ def test_datasets_folder_without_the_extra_says_how_to_install(tmp_path):
         load_dataset(tmp_path / "hf")
 
 
+def test_datasets_folder_when_the_extra_is_installed(tmp_path, shapes):
+    datasets = pytest.importorskip("datasets")
+    from PIL import Image
+
+    from lorahub.training.data import load_dataset
+
+    img = Image.open(shapes / "000-red-circle.png").convert("RGB")
+    ds = datasets.Dataset.from_dict({"image": [img, img], "text": ["a red circle", ""]})
+    ds = ds.cast_column("image", datasets.Image())
+    ds.save_to_disk(str(tmp_path / "hf"))
+    with pytest.raises(TrainingError, match="row 1"):
+        load_dataset(tmp_path / "hf")
+    data = load_dataset(tmp_path / "hf", instance_prompt="a shape")
+    assert [e.caption for e in data.examples] == ["a red circle", "a shape"]
+    assert data.open(0).size == img.size and len(data.digest()) == 64
+
+
 def test_mixed_sizes_go_to_aspect_buckets_and_epochs_are_reproducible(tmp_path):
     from PIL import Image
 
@@ -265,6 +282,8 @@ def test_cli_train_json_with_config_file(shapes, tmp_path):
 
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 1 and "already holds a trained adapter" in again.output
+    resume = CliRunner().invoke(main, [*args, "--resume"])  # a bare --resume means latest
+    assert resume.exit_code == 1 and "no checkpoint to resume" in resume.output
     bad = CliRunner().invoke(main, ["train", "--data", str(tmp_path / "missing"), "--json"])
     assert bad.exit_code == 1 and "data folder not found" in bad.output
     assert "Traceback" not in bad.output

@@ -124,6 +124,8 @@ def setup_run(cfg: TrainConfig) -> Run:
     name = check_name(cfg.name or run_name(data.root), "adapter name")
     out = Path(cfg.output_dir).expanduser() if cfg.output_dir else lorahub_home() / "runs" / name
     prepare_output_dir(out, cfg)
+    if cfg.resume:
+        C.find_checkpoint(out, cfg.resume)  # fail before loading anything
     if cfg.register:
         O.check_not_registered(name, cfg.force)
     accelerator, warnings = make_accelerator(cfg, out)
@@ -331,19 +333,21 @@ def save_checkpoint(run: Run, state: RunState) -> Path:
 
 def finish(run: Run, state: RunState, before: list[Path], after: list[Path], prompts: list[str],
            losses: tuple[float, float], started: float, t0: float, resumed_from: int | None) -> TrainResult:  # fmt: skip
-    """Write loss files, the grid and the weights, then register (weights removed if that fails)."""
+    """Write loss files, the grid and the weights, then register (weights removed if that fails).
+
+    Only the main process writes; the others return the same paths."""
     out, cfg = run.out, run.cfg
-    grid = (
-        before_after_grid(before, after, prompts, out / "samples" / "before_after.png")
-        if after
-        else None
-    )
-    csv_path = O.write_loss_csv(state.losses, out / "loss.csv")
-    plot = O.plot_loss(state.losses, out / "loss.png", run.name) if state.losses else None
+    grid_path = out / "samples" / "before_after.png"
+    csv_path, plot_path = out / "loss.csv", out / "loss.png"
     facts = run_facts(run, state, started)
     weights = out / O.WEIGHTS_NAME
     record = None
     if run.main:
+        if after:
+            before_after_grid(before, after, prompts, grid_path)
+        O.write_loss_csv(state.losses, csv_path)
+        if state.losses:
+            O.plot_loss(state.losses, plot_path, run.name)
         O.save_weights(run.m, run.accelerator, weights, O.training_metadata(cfg, run.m, facts))
         try:
             if cfg.register:
@@ -351,6 +355,8 @@ def finish(run: Run, state: RunState, before: list[Path], after: list[Path], pro
         except BaseException:
             weights.unlink(missing_ok=True)
             raise
+    grid = grid_path if prompts else None
+    plot = plot_path if state.losses else None
     run.accelerator.wait_for_everyone()
     return TrainResult(
         weights_path=weights, output_dir=out, record=record,
