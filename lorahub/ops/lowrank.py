@@ -9,9 +9,14 @@ core are those of ΔW, so ‖ΔW‖ and the error of every truncation follow fro
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 COMPUTE_DTYPE = "float64"  # the small factors are cheap in float64; results are cast back
 
@@ -31,6 +36,30 @@ class Factored:
     def rel_error(self) -> float:
         """‖ΔW_r − ΔW‖ / ‖ΔW‖ (0 for a zero target)."""
         return self.error_norm / self.target_norm if self.target_norm > 0 else 0.0
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run small LAPACK calls on one thread: on busy CPUs, thread hand-offs cost 100x the maths."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def single_threaded(func: F) -> F:
+    """Decorator form of `one_thread` for the factored (small-matrix) routines."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with one_thread():
+            return func(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def to_2d(t: Any) -> Any:
@@ -72,6 +101,7 @@ def choose_rank(s: Any, rank: int | None, energy: float | None, default: int) ->
     return max(1, min(rank if rank is not None else default, max(1, s.numel())))
 
 
+@single_threaded
 def factored_svd(
     up: Any, down: Any, rank: int | None = None, energy: float | None = None
 ) -> Factored:
@@ -117,6 +147,7 @@ def combine_error(pairs: list[tuple[float, float]]) -> float:
     return err / tgt if tgt > 0 else 0.0
 
 
+@single_threaded
 def factored_error(up: Any, down: Any, target_up: Any, target_down: Any) -> float:
     """‖up@down − target_up@target_down‖_F without the full matrices (QR of the stacked factors)."""
     import torch
@@ -129,6 +160,7 @@ def factored_error(up: Any, down: Any, target_up: Any, target_down: Any) -> floa
     return float((r_l @ r_r.T).norm())
 
 
+@single_threaded
 def factored_norm(up: Any, down: Any) -> float:
     """‖up@down‖_F without the full matrix."""
     import torch
