@@ -145,7 +145,12 @@ def peft_model(unet: Any, factors: dict[str, list[tuple[Any, Any]]]) -> Any:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="a small UNet (seconds)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads for both sides (busy CPUs: 1)"
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     from lorahub.ops.inputs import spec_from_file
     from lorahub.ops.merge import MergeOptions, merge_adapters
