@@ -119,6 +119,7 @@ def add_lora(m: Models, cfg: TrainConfig) -> list[dict[str, Any]]:
         m.unet.add_adapter(lora(cfg.target_modules))
     except ValueError as exc:
         raise TrainingError(f"cannot add LoRA to the UNet: {str(exc).splitlines()[0]}") from None
+    m.unet.train()
     m.trained = [("unet", m.unet)]
     if cfg.train_text_encoder:
         for name, enc in zip(m.text_names, m.text_encoders, strict=True):
