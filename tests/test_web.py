@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import io
+import os
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,11 +16,14 @@ import pytest
 from tests.web_browser import (
     WebServer,
     add_metadata,
+    card_names,
     chromium,
+    css,
     patched_env,
     register_examples,
     require_browser,
     run_server,
+    wait,
 )
 
 EVIL_TRIGGERS = '<script>window.__xss=1</script>, <img src=x onerror="alert(2)">'
@@ -65,29 +71,6 @@ def trained_with_image(path: Path) -> Path:
 
     Image.linear_gradient("L").resize((64, 64)).convert("RGB").save(path)
     return path
-
-
-def wait(driver: Any, condition: Any, timeout: float = 30.0) -> Any:
-    """Wait until `condition(driver)` is truthy; returns its value."""
-    from selenium.common.exceptions import StaleElementReferenceException
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    waiter = WebDriverWait(
-        driver, timeout, 0.1, ignored_exceptions=[StaleElementReferenceException]
-    )
-    return waiter.until(condition)
-
-
-def css(driver: Any, selector: str) -> list[Any]:
-    from selenium.webdriver.common.by import By
-
-    return driver.find_elements(By.CSS_SELECTOR, selector)
-
-
-def card_names(driver: Any) -> list[str]:
-    return driver.execute_script(
-        "return [...document.querySelectorAll('#gallery li.card')].map((li) => li.dataset.ref)"
-    )
 
 
 def option_values(driver: Any, select: str) -> list[str]:
@@ -146,6 +129,14 @@ def test_tags_added_and_removed_in_the_page_reach_the_cli(server: WebServer, bro
     wait(browser, lambda d: not css(d, '#adapter-tags li[data-tag="favourite"]'))
     assert server.cli("list", "--tag", "favourite") == []
     assert [r["name"] for r in server.cli("list", "--tag", "keeper")] == ["pixel-art"]
+    css(browser, 'a[href="#/mix?add=pixel-art"]')[0].click()  # "Add to a mix" opens the composer
+    wait(
+        browser,
+        lambda d: (
+            [li.get_attribute("data-ref") for li in css(d, "#mix-members li.member")]
+            == ["pixel-art"]
+        ),
+    )
 
 
 def test_bad_tag_shows_the_server_message(server: WebServer, browser: Any) -> None:
@@ -264,3 +255,62 @@ def test_markup_from_file_metadata_is_shown_as_text(server: WebServer, browser: 
     assert chips == ["<script>window.__xss=1</script>", '<img src=x onerror="alert(2)">']
     assert css(browser, "#adapter-description")[0].text == EVIL_DESCRIPTION
     assert_nothing_injected(browser)
+
+
+def test_page_scripts_never_parse_markup() -> None:
+    """Text reaches the DOM only as text: no innerHTML/outerHTML/insertAdjacentHTML/document.write."""
+    static = Path(__file__).resolve().parent.parent / "lorahub" / "server" / "static"
+    sinks = (
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+        "new Function",
+    )
+    scripts = sorted(static.glob("*.js"))
+    assert scripts
+    for script in scripts:
+        code = "\n".join(
+            line for line in script.read_text().splitlines() if not line.lstrip().startswith("//")
+        )
+        assert not [s for s in sinks if s in code], script.name
+    page = (static / "index.html").read_text()
+    assert "http://" not in page and "https://" not in page  # nothing fetched from elsewhere
+
+
+@pytest.mark.skipif(
+    not os.environ.get("LORAHUB_SCREENSHOTS"),
+    reason="set LORAHUB_SCREENSHOTS=DIR to take screenshots",
+)
+def test_screenshots(server: WebServer, browser: Any) -> None:
+    """Writes gallery.png and mix.png (1280x900) into $LORAHUB_SCREENSHOTS (docs/screenshots in the repo)."""
+    out = Path(os.environ["LORAHUB_SCREENSHOTS"])
+    out.mkdir(parents=True, exist_ok=True)
+    for ref in ("neon-light", "pixel-art", "evil"):
+        request = urllib.request.Request(
+            f"{server.url}/v1/adapters/{ref}/preview", data=b'{"seed": 0}', method="POST",
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        urllib.request.urlopen(request, timeout=120).close()
+    open_page(browser, server)
+    wait(browser, lambda d: len(css(d, "#gallery img.preview")) == 4)
+    time.sleep(0.5)
+    browser.save_screenshot(str(out / "gallery.png"))
+    compose(browser, server, ["watercolor", "neon-light", "pixel-art"])
+    rows = css(browser, "#mix-members input[type=number]")
+    for field, value in zip(rows, ("0.8", "0.45", "-0.3"), strict=True):
+        field.clear()
+        field.send_keys(value)
+    css(browser, "#mix-name")[0].send_keys("dusk-watercolor")
+    css(browser, "#mix-save")[0].click()
+    wait(browser, lambda d: css(d, '#mix-list li[data-mix="dusk-watercolor"]'))
+    css(browser, "#mix-size")[0].send_keys("256")
+    css(browser, "#mix-try")[0].click()
+    wait(browser, lambda d: css(d, "#mix-image"), timeout=120)
+    browser.execute_script("window.scrollTo(0, 0); document.activeElement.blur()")
+    time.sleep(0.5)
+    browser.save_screenshot(str(out / "mix.png"))
+    assert (out / "gallery.png").stat().st_size > 10_000 and (
+        out / "mix.png"
+    ).stat().st_size > 10_000

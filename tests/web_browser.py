@@ -201,3 +201,27 @@ def add_metadata(path: Path, extra: dict[str, str]) -> Path:
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     save_file(tensors, str(path), metadata={**metadata, **extra})
     return path
+
+
+def wait(driver: Any, condition: Any, timeout: float = 30.0) -> Any:
+    """Wait until `condition(driver)` is truthy (elements re-drawn meanwhile are retried); returns it."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    waiter = WebDriverWait(
+        driver, timeout, 0.1, ignored_exceptions=[StaleElementReferenceException]
+    )
+    return waiter.until(condition)
+
+
+def css(driver: Any, selector: str) -> list[Any]:
+    """The elements matching a CSS selector."""
+    from selenium.webdriver.common.by import By
+
+    return driver.find_elements(By.CSS_SELECTOR, selector)
+
+
+def card_names(driver: Any) -> list[str]:
+    """The refs of the gallery's cards, in order (read in one script: no stale elements)."""
+    script = "return [...document.querySelectorAll('#gallery li.card')].map((li) => li.dataset.ref)"
+    return driver.execute_script(script)

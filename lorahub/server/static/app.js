@@ -72,7 +72,7 @@ async function route() {
 
 function start() {
   initGallery(showError);
-  initMix(showError, notify);
+  initMix(showError);
   byId("status-refresh").addEventListener("click", () => renderStatus(showError));
   window.addEventListener("hashchange", () => {
     route();

@@ -10,7 +10,7 @@ let rowId = 0;
 let trying = 0;
 
 /** Wire the composer's buttons (once). */
-export function initMix(showError, notify) {
+export function initMix(showError) {
   byId("mix-add").addEventListener("click", () => {
     const ref = byId("mix-pick").value;
     if (ref) addMember(ref);
@@ -27,7 +27,7 @@ export function initMix(showError, notify) {
     event.preventDefault();
     tryMix(showError);
   });
-  byId("mix-save").addEventListener("click", () => saveMix(showError, notify));
+  byId("mix-save").addEventListener("click", () => saveMix(showError));
 }
 
 /** Refresh the adapter choices and the saved mixes; `route` may name a mix to load or an adapter to add. */
@@ -93,7 +93,7 @@ function memberRow(m) {
   return h("li", { class: "member", dataset: { ref: m.ref } },
     h("div", { class: "member-name" },
       h("a", { href: `#/adapter/${encodeURIComponent(m.ref)}` }, m.ref),
-      known ? h("span", { class: "muted" }, ` ${known.base_family} · rank ${known.rank ?? "?"}`) : null),
+      known ? h("span", { class: "muted member-meta" }, `${known.base_family} · rank ${known.rank ?? "?"}`) : null),
     h("label", { for: rangeId, class: "visually-hidden" }, `Weight of ${m.ref} (slider)`),
     range,
     h("label", { for: numberId, class: "visually-hidden" }, `Weight of ${m.ref}`),
@@ -163,7 +163,7 @@ function drawResult(data) {
       `seed ${r.seed ?? "?"} · ${r.steps ?? "?"} steps · ${r.width ?? "?"}×${r.height ?? "?"} · ${used}`));
 }
 
-async function saveMix(showError, notify) {
+async function saveMix(showError) {
   const name = byId("mix-name").value.trim();
   const message = byId("mix-message");
   if (!members.length) {
@@ -185,7 +185,6 @@ async function saveMix(showError, notify) {
     const data = await api("/v1/mixes", { method: "POST", body });
     const warnings = (data.warnings || []).join(" ");
     message.textContent = `Saved mix ${data.mix.name}.${warnings ? ` ${warnings}` : ""}`;
-    notify(`Saved mix ${data.mix.name}.`);
     const mixes = await api("/v1/mixes");
     drawSaved(mixes.mixes, showError);
   } catch (err) {

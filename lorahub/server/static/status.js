@@ -52,12 +52,17 @@ function recent(items) {
   return h("table", { id: "recent-table", class: "kv recent" },
     h("thead", {}, h("tr", {}, cols.map((c) => h("th", { scope: "col" }, c)))),
     h("tbody", {}, items.map((g) => h("tr", {},
-      h("td", {}, g.time ?? "—"),
+      h("td", {}, h("time", { datetime: g.time ?? "" }, when(g.time))),
       h("td", { class: "prompt" }, g.prompt ?? ""),
       h("td", {}, (g.adapters || []).map((a) => `${a.name} × ${a.weight}`).join(", ") || "none"),
       h("td", {}, text(g.seed)), h("td", {}, text(g.steps)),
       h("td", {}, g.width ? `${g.width}×${g.height}${g.n > 1 ? ` ×${g.n}` : ""}` : "—"),
       h("td", {}, text(g.seconds))))));
+}
+
+function when(iso) {
+  const date = iso ? new Date(iso) : null;
+  return date && !Number.isNaN(date.getTime()) ? date.toLocaleString() : text(iso);
 }
 
 function duration(seconds) {
