@@ -17,11 +17,27 @@ def demo(as_json: bool) -> None:
     with progress("demo", quiet=as_json) as advance:
         result = run_demo(advance)
     if as_json:
-        print_json({"base": str(result.base), "adapters": [r.to_json() for r in result.adapters], **result.extras})
+        print_json(
+            {
+                "base": str(result.base),
+                "adapters": [r.to_json() for r in result.adapters],
+                **result.extras,
+            }
+        )
         return
     info(f"tiny base: {result.base}")
+    training = result.extras.get("training", {})
+    if training:
+        info(
+            f"trained {training.get('weights_path')}: held-out loss "
+            f"{training.get('heldout_loss_before', 0):.4f} -> {training.get('heldout_loss_after', 0):.4f}"
+        )
+        if training.get("before_after"):
+            info(f"before/after samples: {training['before_after']}")
+    for path in result.extras.get("generated", []):
+        info(f"generated with the trained adapter: {path}")
     table(
-        "registered adapters",
+        "demo adapters",
         ["name", "format", "base", "rank", "alpha", "modules", "tags"],
         [
             (r.name, r.format, r.base_family, r.rank, r.alpha, r.module_count, ", ".join(r.tags))

@@ -27,6 +27,9 @@ os.environ.pop("HF_TOKEN", None)
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+# One torch thread: tests run beside a server subprocess on 2 cores, and oversubscribed OpenMP
+# threads spin (a tiny UNet step goes from 0.06 s to seconds).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 _SESSION_CACHE = Path(tempfile.mkdtemp(prefix="lorahub-test-cache-"))
 os.environ.setdefault("LORAHUB_CACHE", str(_SESSION_CACHE))
 os.environ["HF_HOME"] = str(_SESSION_CACHE / "hf-home")
