@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+
 from lorahub.cli.output import (
     console,
     handle_errors,

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from lorahub.cli.output import handle_errors, json_option, kv, print_json, table, warn
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from lorahub.cli.output import (
     handle_errors,
     info,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 import click
+
 from lorahub.cli.output import handle_errors, info, warn
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost", "ip6-loopback"}

@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
-from lorahub.cli.output import escape, handle_errors, info, json_option, kv, print_json, warn
 
+from lorahub.cli.output import escape, handle_errors, info, json_option, kv, print_json, warn
 from lorahub.training.config import FIELDS, TrainConfig, config_from_dict, load_config_file
 
 SPECIAL = {"resume"}  # fields whose option is written by hand below
@@ -71,7 +71,6 @@ def step_progress(quiet: bool) -> Iterator[Callable[..., None]]:
     if quiet or not sys.stderr.isatty():
         yield lambda *a, **k: None
         return
-    from lorahub.cli.output import console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -81,6 +80,8 @@ def step_progress(quiet: bool) -> Iterator[Callable[..., None]]:
         TimeRemainingColumn,
     )
     from rich.text import Text
+
+    from lorahub.cli.output import console
 
     class SpeedColumn(ProgressColumn):
         def render(self, task: Any) -> Text:

@@ -296,7 +296,6 @@ def test_inspect_imports_no_torch(fixtures_dir):
 
 def test_cli_inspect_by_registry_name(fixtures_dir):
     from lorahub.cli import main
-
     from lorahub.registry import Registry
 
     Registry().add_adapter(

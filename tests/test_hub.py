@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from huggingface_hub import HfApi, ModelCard, hf_hub_download
-from lorahub.cli import main
 
+from lorahub.cli import main
 from lorahub.errors import HubError, InvalidInputError, NotFoundError
 from lorahub.hub import client, pull_adapter, push_adapter
 from lorahub.registry import Registry

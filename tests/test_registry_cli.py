@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from click.testing import CliRunner
-from lorahub.cli import main
 
+from lorahub.cli import main
 from lorahub.registry import Registry
 from tests.test_registry import write_lora
 

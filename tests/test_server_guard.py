@@ -112,6 +112,7 @@ def test_queue_overflow_is_429_with_retry_after(lorahub_home, tmp_path) -> None:
 def test_serve_binds_loopback_and_warns_without_token(monkeypatch) -> None:
     import uvicorn
     from click.testing import CliRunner
+
     from lorahub.cli import main
     from lorahub.cli.serve_cmds import is_loopback
 

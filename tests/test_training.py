@@ -179,8 +179,8 @@ def test_plain_diffusers_reproduces_our_peft_forward_with_alpha(trained, tiny_sd
 
 def test_inspect_reports_rank_alpha_targets_and_training(trained):
     from click.testing import CliRunner
-    from lorahub.cli import main
 
+    from lorahub.cli import main
     from lorahub.formats import inspect_file
 
     result, _ = trained

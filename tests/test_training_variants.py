@@ -282,6 +282,7 @@ def test_config_files_and_bad_options(tmp_path):
 
 def test_cli_train_json_with_config_file(shapes, tmp_path):
     from click.testing import CliRunner
+
     from lorahub.cli import main
 
     conf = tmp_path / "train.toml"
