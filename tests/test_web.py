@@ -99,6 +99,26 @@ def test_gallery_lists_registered_adapters_with_previews(server: WebServer, brow
     assert link.get_attribute("href").endswith("#/adapter/neon-light")
 
 
+def test_keyboard_reaches_and_opens_a_card(server: WebServer, browser: Any) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    open_page(browser, server)
+    wait(browser, lambda d: len(card_names(d)) == 4)
+    body = css(browser, "body")[0]
+    body.send_keys(Keys.TAB)
+    assert browser.switch_to.active_element.get_attribute("id") == "skip-link"
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
+    assert browser.switch_to.active_element.get_attribute("id") == "main"
+    assert browser.execute_script("return location.hash") == "#/"  # the skip link keeps the route
+    css(browser, "#filter-clear")[0].send_keys(
+        Keys.TAB
+    )  # from the last filter control, the first card
+    link = browser.switch_to.active_element
+    assert link.text == "evil" and link.tag_name == "a"
+    link.send_keys(Keys.ENTER)
+    wait(browser, lambda d: css(d, "#adapter-title") and css(d, "#adapter-title")[0].text == "evil")
+
+
 def test_filters_narrow_the_gallery(server: WebServer, browser: Any) -> None:
     from selenium.webdriver.support.ui import Select
 

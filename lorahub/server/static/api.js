@@ -85,11 +85,6 @@ function askForToken(rejected) {
   return waitingForToken;
 }
 
-/** Forget the token (the "Sign out" button). */
-export function forgetToken() {
-  setToken(null);
-}
-
 /** A path segment for an adapter or mix reference. */
 export function seg(ref) {
   return encodeURIComponent(ref);

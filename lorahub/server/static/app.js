@@ -74,6 +74,10 @@ function start() {
   initGallery(showError);
   initMix(showError);
   byId("status-refresh").addEventListener("click", () => renderStatus(showError));
+  byId("skip-link").addEventListener("click", (event) => {
+    event.preventDefault(); // the hash holds the route: move focus instead of navigating
+    byId("main").focus();
+  });
   window.addEventListener("hashchange", () => {
     route();
     byId("main").focus({ preventScroll: true });
