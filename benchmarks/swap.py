@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import statistics
 import sys
 import tempfile
@@ -217,21 +218,27 @@ def bench_steps(unet, files: dict, reps: int, latent: int) -> dict:
         return counter.get_total_flops()
 
     ours = Ours(unet)
+    one = [spec_for(files[(16, 0)])]
+    mix = [spec_for(files[(16, i)], 0.5) for i in range(3)]
+    fuser = Fuser()
+    configs = {"none": [], "one": one, "mix": mix, "fused": mix}
+    times: dict[str, list[float]] = {k: [] for k in configs}
     out: dict = {}
     with torch.inference_mode():
         step()
         base_flops = flops()
-        out["step_none"] = min(timeit(step, reps))
-        ours.switch([spec_for(files[(16, 0)])])
-        out["extra_flops_one"] = flops() / base_flops - 1
-        out["step_one"] = min(timeit(step, reps))
-        ours.switch([spec_for(files[(16, i)], 0.5) for i in range(3)])
-        out["extra_flops_mix"] = flops() / base_flops - 1
-        out["step_mix"] = min(timeit(step, reps))
-        fuser = Fuser()
-        fuser.fuse(ours.act.active_terms(), ("mix",))
-        out["step_fused"] = min(timeit(step, reps))
-        fuser.unfuse()
+        for key, specs in (("one", one), ("mix", mix)):
+            ours.switch(specs)
+            out[f"extra_flops_{key}"] = flops() / base_flops - 1
+        for _ in range(reps):  # interleaved, so background load hits every config alike
+            for key, specs in configs.items():
+                ours.switch(specs)
+                if key == "fused":
+                    fuser.fuse(ours.act.active_terms(), ("mix",))
+                times[key] += timeit(step, 1)
+                if fuser.fused:
+                    fuser.unfuse()
+    out.update({f"step_{k}": min(v) for k, v in times.items()})
     ours.switch([])
     ours.resident.clear()
     return out
@@ -315,16 +322,17 @@ def main() -> None:
     from lorahub.models import quiet_diffusers
 
     quiet_diffusers()
-    reps, ranks, latent = (3, (4, 16), 8) if args.smoke else (10, (4, 16, 64), 32)
-    t0 = time.time()
+    reps, ranks, latent = (3, (4, 16), 8) if args.smoke else (10, (4, 16, 64), 16)
+    t0, load = time.time(), os.getloadavg()
     unet = build_unet(args.smoke)
     with tempfile.TemporaryDirectory() as tmp:
         files = {(r, i): write_lora(unet, Path(tmp) / f"r{r}-{i}.safetensors", r, 100 * r + i)
                  for r in ranks for i in range(20 if r == 4 else 4)}  # fmt: skip
         d = bench_diffusers(unet, files, reps)
         o = bench_ours(unet, files, reps, ranks)
-        s = bench_steps(unet, files, 2 if args.smoke else 3, latent)
+        s = bench_steps(unet, files, 3 if args.smoke else 5, latent)
         r = bench_rss(unet, files)
+    print(f"load average before: {load[0]:.1f}, after: {os.getloadavg()[0]:.1f}")
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {'tiny' if args.smoke else 'SD 1.5'} UNet, CPU fp32"
     )
