@@ -199,7 +199,7 @@ class BaseRuntime:
                     "bytes": a.nbytes,
                     "active": a.key in self.activator.keys,
                 }
-                for a in self.resident.items.values()
+                for a in list(self.resident.items.values())
             ],
             "resident_bytes": self.resident.nbytes,
         }
