@@ -62,11 +62,10 @@ DEMO_PROMPT = "a red circle"
 
 def _train(steps: int) -> Any:
     """Train a small LoRA on the synthetic shapes (or reuse the one an earlier demo trained)."""
-    from lorahub.training import TrainConfig, demo_dataset, train
+    from lorahub.training import TrainConfig, train
 
-    data = demo_dataset(lorahub_home() / "demo" / "shapes")
     config = TrainConfig(
-        data=str(data), name=DEMO_TRAINED, resolution=64, max_train_steps=steps, batch_size=2,
+        data="demo", name=DEMO_TRAINED, resolution=64, max_train_steps=steps, batch_size=2,
         learning_rate=1e-3, rank=4, alpha=4.0, validation_prompts=(DEMO_PROMPT, "a blue square"),
         validation_inference_steps=8, tags=("demo",), trigger_words=("shape",), force=True,
         description="Trained by `lorahub demo` on the synthetic coloured shapes.",

@@ -307,3 +307,11 @@ def test_cli_train_json_with_config_file(shapes, tmp_path):
     bad = CliRunner().invoke(main, ["train", "--data", str(tmp_path / "missing"), "--json"])
     assert bad.exit_code == 1 and "data folder not found" in bad.output
     assert "Traceback" not in bad.output
+
+
+def test_data_demo_names_the_builtin_shapes_set():
+    from lorahub.training.data import load_dataset
+
+    data = load_dataset("demo")
+    assert len(data.examples) == 24
+    assert {ex.caption.split()[-1] for ex in data.examples} >= {"circle", "square"}

@@ -38,7 +38,9 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 class TrainConfig:
     """Everything that decides a training run (and nothing about how it is shown)."""
 
-    data: str = _f("", "Data folder: images + .txt captions, metadata.jsonl, or a datasets folder.")
+    data: str = _f(
+        "", "Data folder: images + .txt captions, metadata.jsonl, a datasets folder, or `demo`."
+    )
     base: str = _f("tiny", "Base model: tiny, tiny-sdxl, a diffusers folder or a Hub id.")
     name: str | None = _f(None, "Adapter name (default: from the data folder).")
     output_dir: str | None = _f(None, "Run folder (default: LORAHUB_HOME/runs/NAME).")

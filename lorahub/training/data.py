@@ -89,8 +89,13 @@ class DataSet:
 
 
 def load_dataset(folder: str | Path, instance_prompt: str | None = None) -> DataSet:
-    """Read a data folder in any supported layout; one TrainingError lists every bad file."""
+    """Read a data folder in any supported layout; one TrainingError lists every bad file.
+
+    `demo` (when no folder of that name exists) is the built-in synthetic shapes set.
+    """
     root = Path(folder).expanduser()
+    if str(folder) == DEMO_DATA and not root.exists():
+        root = builtin_demo_data()
     if not str(folder) or not root.is_dir():
         raise TrainingError(f"data folder not found: {folder or '(none given)'}")
     if any((root / m).exists() for m in DATASETS_MARKERS):
@@ -98,6 +103,18 @@ def load_dataset(folder: str | Path, instance_prompt: str | None = None) -> Data
     if (root / "metadata.jsonl").exists():
         return _load_metadata(root, instance_prompt)
     return _load_captioned(root, instance_prompt)
+
+
+DEMO_DATA = "demo"
+
+
+def builtin_demo_data() -> Path:
+    """The synthetic shapes set, written once into the lorahub cache."""
+    from lorahub.paths import lorahub_cache
+    from lorahub.training.demo import demo_dataset
+
+    dest = lorahub_cache() / "datasets" / "demo-shapes"
+    return dest if dest.is_dir() else demo_dataset(dest)
 
 
 def _image_files(root: Path) -> list[Path]:
