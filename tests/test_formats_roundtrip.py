@@ -31,8 +31,10 @@ def sdxl():
 
 def _layers(model, prefix, leaves):
     """(canonical name, layer) for every Linear/Conv2d whose name ends with one of `leaves`."""
+    from lorahub.formats.layout import canonical_te_path
+
     return [
-        (f"{prefix}.{n}", m)
+        (canonical_te_path(f"{prefix}.{n}"), m)
         for n, m in model.named_modules()
         if isinstance(m, torch.nn.Linear | torch.nn.Conv2d) and n.endswith(leaves)
     ]
@@ -70,9 +72,12 @@ def _apply(pipe, modules):
         for c in ("unet", "text_encoder", "text_encoder_2")
         if getattr(pipe, c, None) is not None
     }
+    from types import SimpleNamespace
+
+    from lorahub.formats.modules import find_layer
+
     for name, m in modules:
-        component, _, path = name.partition(".")
-        layer = models[component].get_submodule(path)
+        layer = find_layer(SimpleNamespace(**models), name)
         with torch.no_grad():
             layer.weight += m.delta_weight().reshape(layer.weight.shape)
     return models

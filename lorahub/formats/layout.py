@@ -81,7 +81,19 @@ def parse_layout(
     return _generic(keys, "diffusers", te_component=te_component)
 
 
+CLIP_ROOTS = ("encoder.", "embeddings.", "final_layer_norm")
+
+
+def canonical_te_path(name: str) -> str:
+    """One name per CLIP layer: transformers 5 dropped the `text_model.` level, files have both."""
+    component, _, rest = name.partition(".")
+    if component.startswith("text_encoder") and rest.startswith(CLIP_ROOTS):
+        return f"{component}.text_model.{rest}"
+    return name
+
+
 def _add(modules: dict[str, ModuleEntry], name: str, role: str, key: str) -> None:
+    name = canonical_te_path(name)
     modules.setdefault(name, ModuleEntry(name)).keys[role] = key
 
 
@@ -145,7 +157,7 @@ def _with_component(path: str, te_component: str | None) -> str:
     first = path.split(".", 1)[0]
     if first in COMPONENTS:
         return path
-    if first == "text_model":
+    if first == "text_model" or (te_component and path.startswith(CLIP_ROOTS)):
         return f"{te_component or 'text_encoder'}.{path}"
     if first in (
         "transformer_blocks",

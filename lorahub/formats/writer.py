@@ -103,8 +103,30 @@ def _by_component(
         component, _, path = name.partition(".")
         if not path:
             raise InvalidInputError(f"module name {name!r} is not canonical (component.path)")
-        out.setdefault(component, []).append((path, m))
+        out.setdefault(component, []).append((native_te_path(component, path), m))
     return out
+
+
+def native_te_path(component: str, path: str) -> str:
+    """A text-encoder path as the installed transformers names it (diffusers/peft keys must match).
+
+    Canonical names keep CLIP's `text_model.` level (kohya/A1111 and older files use it);
+    transformers 5 removed that level, and diffusers then refuses keys that still carry it.
+    """
+    if (
+        component.startswith("text_encoder")
+        and path.startswith("text_model.")
+        and not _clip_has_text_model()
+    ):
+        return path[len("text_model.") :]
+    return path
+
+
+def _clip_has_text_model() -> bool:
+    import transformers
+    from packaging.version import Version
+
+    return Version(transformers.__version__).major < 5
 
 
 def _write_diffusers(

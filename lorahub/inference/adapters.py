@@ -162,25 +162,19 @@ class ModuleIndex:
         return module
 
     def _find(self, name: str, adapter: str) -> Any:
-        component, _, path = name.partition(".")
-        model = getattr(self.pipe, component, None) if component in COMPONENTS else None
-        if model is None:
+        from lorahub.formats.modules import find_layer
+
+        component = name.partition(".")[0]
+        if getattr(self.pipe, component, None) is None:
             raise IncompatibleError(
                 f"adapter {adapter}: the base has no {component} for layer {name}"
             )
-        candidates = [path]
-        if path.startswith("text_model."):
-            candidates.append(path[len("text_model.") :])
-        elif component.startswith("text_encoder"):
-            candidates.append("text_model." + path)
-        for candidate in candidates:
-            try:
-                return model.get_submodule(candidate)
-            except AttributeError:
-                continue
-        raise IncompatibleError(
-            f"adapter {adapter}: layer {name} does not exist in this base model"
-        )
+        layer = find_layer(self.pipe, name)
+        if layer is None:
+            raise IncompatibleError(
+                f"adapter {adapter}: layer {name} does not exist in this base model"
+            )
+        return layer
 
 
 class ResidentCache:

@@ -88,17 +88,12 @@ def _fuse_one(
 
 def target_weight(pipe: Any, name: str, spec: AdapterSpec) -> Any:
     """The base weight tensor a canonical module name points at."""
-    component, _, path = name.partition(".")
-    model = getattr(pipe, component, None) if component in COMPONENTS else None
-    if model is None:
+    from lorahub.formats.modules import find_layer
+
+    component = name.partition(".")[0]
+    if getattr(pipe, component, None) is None:
         raise IncompatibleError(f"{spec.name}: the base has no {component} for module {name}")
-    layer = None
-    for candidate in (path, f"text_model.{path}"):
-        try:
-            layer = model.get_submodule(candidate)
-            break
-        except AttributeError:
-            continue
+    layer = find_layer(pipe, name)
     if layer is None:
         raise IncompatibleError(f"{spec.name}: the base has no module {name}")
     weight = getattr(layer, "weight", None)
