@@ -322,3 +322,18 @@ def test_cloneofsimo_open_refused_with_reason(fixtures_dir):
 
     with pytest.raises(UnsupportedError, match="positional"):
         open_adapter(fixtures_dir / "sd15_cloneofsimo_r4_analog-svd.safetensors")
+
+
+def test_text_encoder_names_are_canonical_whatever_transformers_wrote(example_adapters, tmp_path):
+    """Files saved under transformers 5 lack CLIP's `text_model.` level; A1111 names need it."""
+    from safetensors import safe_open
+
+    from lorahub.formats import open_adapter, write_adapter
+
+    with open_adapter(example_adapters["example-light"]) as reader:
+        names = reader.module_names()
+        assert "text_encoder.text_model.encoder.layers.0.self_attn.q_proj" in names
+        write_adapter(reader.modules(), tmp_path / "k.safetensors", format="kohya")
+    with safe_open(str(tmp_path / "k.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    assert "lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight" in keys

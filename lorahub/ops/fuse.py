@@ -13,8 +13,6 @@ from lorahub.ops import inputs as I
 from lorahub.ops.report import ModuleReport, OpReport
 from lorahub.types import AdapterSpec
 
-COMPONENTS = ("unet", "text_encoder", "text_encoder_2", "transformer")
-
 
 def fuse_adapters(
     base: str,
