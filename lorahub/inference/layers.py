@@ -33,8 +33,11 @@ class LoraLinear(nn.Linear):
         out = F.linear(x, self.weight, self.bias)
         if self.lora_has_slot:
             out = out + F.linear(F.linear(x, self.lora_slot_down), self.lora_slot_up)
-        for down, up, scale, _ in self.lora_terms:
-            out = out + F.linear(F.linear(x, down), up) * scale
+        if self.lora_terms:
+            flat = out.view(-1, out.shape[-1])  # fused multiply-add in place: no temporaries
+            for down, up, scale, _ in self.lora_terms:
+                hidden = F.linear(x, down)
+                flat.addmm_(hidden.view(-1, hidden.shape[-1]), up.t(), alpha=scale)
         for delta, scale in self.lora_dense:
             out = out + F.linear(x, delta) * scale
         return out
