@@ -71,7 +71,7 @@ def test_generate_writes_pngs_with_records(example_adapters, tmp_path):
         spec(example_adapters["example-light"], weight=0.5),
     ]
     with Engine(base="tiny", device="cpu", dtype="fp32") as eng:
-        direct = eng.generate(request(mix))
+        direct = eng.generate(request(mix, n=2))
     assert np.array_equal(pixels(Image.open(files[0]).convert("RGB")), pixels(direct.images[0]))
 
 
