@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import click
-from lorahub.cli.output import handle_errors, info, json_option, print_json, warn
 
-from lorahub.errors import IncompatibleError, InvalidInputError
+from lorahub.cli.output import handle_errors, info, json_option, print_json, warn
+from lorahub.errors import InvalidInputError
 
 
 def parse_size(
@@ -33,27 +33,8 @@ def resolve_adapters(prompt: str, refs: tuple[str, ...], mix: str | None) -> tup
     members = [parse_weighted_ref(r) for r in refs] + tag_members
     for message in weight_warnings(members):
         warn(message)
-    registry = Registry()
-    try:
-        specs = registry.resolve_mix(mix) if mix else []
-        specs += registry.resolve_members(members) if members else []
-    finally:
-        registry.close()
-    return prompt, specs
-
-
-def check_families(specs: list, base: str) -> None:
-    """Refuse adapters made for another base family (before loading the pipeline)."""
-    from lorahub.inference.pipelines import base_family
-    from lorahub.inference.runtime import FAMILY_ALIASES
-
-    family = base_family(base)
-    for spec in specs:
-        fam = FAMILY_ALIASES.get(spec.base_family or "", spec.base_family)
-        if family and fam and fam != "unknown" and fam != family:
-            raise IncompatibleError(
-                f"adapter {spec.name} is for {fam}, but base {base} is {family}"
-            )
+    with Registry() as registry:
+        return prompt, registry.resolve_request(members, mix)
 
 
 @click.command()
@@ -133,11 +114,12 @@ def generate(
 ) -> None:
     """Generate images with adapters and mixes; the PNGs record prompt, seed, adapters and hashes."""
     from lorahub.inference import Engine, GenerationRequest
+    from lorahub.inference.pipelines import base_family, check_families
     from lorahub.inference.png import save_png
 
     width, height = parse_size(size, width, height)
     prompt, specs = resolve_adapters(prompt, adapters, mix)
-    check_families(specs, base)
+    check_families(specs, base_family(base), base)
     request = GenerationRequest(
         prompt=prompt, negative_prompt=negative, adapters=specs, steps=steps, guidance=guidance,
         seed=seed, width=width, height=height, n=count, scheduler=scheduler, clip_skip=clip_skip,

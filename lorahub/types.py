@@ -119,7 +119,9 @@ def parse_weighted_ref(text: str) -> MixMember:
     for part in filter(None, (p.strip() for p in spec.split(","))):
         key, eq, value = part.partition("=")
         if not eq or key not in ("unet", "te"):
-            raise InvalidInputError(f"invalid component weight {part!r} in {text!r}: use unet=W,te=W")
+            raise InvalidInputError(
+                f"invalid component weight {part!r} in {text!r}: use unet=W,te=W"
+            )
         parts[key] = _parse_float(value, text)
     return MixMember(ref=ref, weight=parts.get("unet", 1.0), te_weight=parts.get("te"))
 
@@ -156,3 +158,13 @@ class AdapterSpec:
     @property
     def text_weight(self) -> float:
         return self.weight if self.te_weight is None else self.te_weight
+
+    def to_json(self) -> dict[str, Any]:
+        """How records (PNG text, merge/fuse lineage) name an input: name, weights, AutoV3."""
+        return {
+            "name": self.name,
+            "weight": self.weight,
+            "te_weight": self.te_weight,
+            "block_weights": self.block_weights,
+            "hash": self.hash,
+        }

@@ -5,11 +5,12 @@ from __future__ import annotations
 import gc
 import json
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lorahub.errors import InvalidInputError
+from lorahub.errors import IncompatibleError, InvalidInputError
+from lorahub.types import AdapterSpec
 
 SCHEDULERS = {
     "ddim": "DDIMScheduler",
@@ -78,6 +79,23 @@ def base_family(base: str) -> str | None:
         return None
     dim = json.loads(config.read_text()).get("cross_attention_dim")
     return FAMILY_BY_CROSS_DIM.get(dim) if isinstance(dim, int) else None
+
+
+FAMILY_ALIASES = {"sd15": "sd1", "sd1.5": "sd1", "sd21": "sd2"}
+UNKNOWN_FAMILIES = (None, "", "unknown")
+
+
+def check_families(specs: Sequence[AdapterSpec], family: str | None, base: str) -> None:
+    """IncompatibleError naming every adapter made for another family than `base`'s (unknown passes)."""
+    if family in UNKNOWN_FAMILIES:
+        return
+    wrong = []
+    for spec in specs:
+        fam = FAMILY_ALIASES.get(spec.base_family or "", spec.base_family)
+        if fam not in UNKNOWN_FAMILIES and fam != family:
+            wrong.append(f"{spec.name} is for {fam}")
+    if wrong:
+        raise IncompatibleError(f"adapter {', '.join(wrong)}, but base {base} is {family}")
 
 
 def compile_unet(pipe: Any, backend: str = "inductor", mode: str | None = None) -> None:

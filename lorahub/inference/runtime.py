@@ -6,7 +6,7 @@ import gc
 import time
 from typing import Any
 
-from lorahub.errors import IncompatibleError, InvalidInputError
+from lorahub.errors import InvalidInputError
 from lorahub.inference import hotswap, pipelines
 from lorahub.inference.activate import Activator, Selection
 from lorahub.inference.adapters import (
@@ -20,8 +20,6 @@ from lorahub.inference.fuse import Fuser
 from lorahub.inference.metrics import Metrics
 from lorahub.inference.requests import GenerationRequest, GenerationResult
 from lorahub.types import AdapterSpec
-
-FAMILY_ALIASES = {"sd15": "sd1", "sd1.5": "sd1", "sd21": "sd2"}
 
 
 class BaseRuntime:
@@ -72,19 +70,10 @@ class BaseRuntime:
             self.fuser.unfuse()
         self.activator.forget(adapter)
 
-    def check_family(self, specs: list[AdapterSpec]) -> None:
-        """IncompatibleError for an adapter made for another base family."""
-        for spec in specs:
-            fam = FAMILY_ALIASES.get(spec.base_family or "", spec.base_family)
-            if fam and fam != "unknown" and fam != self.family:
-                raise IncompatibleError(
-                    f"adapter {spec.name} is for {fam}, but base {self.base} is {self.family}"
-                )
-
     def run(self, request: GenerationRequest) -> GenerationResult:
         """Activate the request's adapters, sample, return images and the record."""
         specs = list(request.adapters)
-        self.check_family(specs)
+        pipelines.check_families(specs, self.family, self.base)
         if self.config.compile:
             for spec in specs:
                 hotswap.check_spec(spec)
@@ -172,7 +161,7 @@ class BaseRuntime:
             "base_family": self.family,
             "scheduler": type(self.pipe.scheduler).__name__,
             "clip_skip": req.clip_skip,
-            "adapters": [_adapter_record(s) for s in req.adapters],
+            "adapters": [s.to_json() for s in req.adapters],
             "timings": {"swap_s": round(swap_s, 6), "generate_s": round(gen_s, 4)},
         }
 
@@ -211,13 +200,3 @@ def _text_model_alias(pipe: Any) -> None:
         te = getattr(pipe, attr, None)
         if te is not None and not hasattr(te, "text_model") and hasattr(te, "final_layer_norm"):
             object.__setattr__(te, "text_model", te)  # plain attribute: not a registered child
-
-
-def _adapter_record(spec: AdapterSpec) -> dict[str, Any]:
-    return {
-        "name": spec.name,
-        "weight": spec.weight,
-        "te_weight": spec.te_weight,
-        "block_weights": spec.block_weights,
-        "hash": spec.hash,
-    }

@@ -38,22 +38,13 @@ def fuse_adapters(
         )
     started = time.perf_counter()
     pipe = load_pipeline(base, device="cpu", dtype="fp32")
-    report = OpReport("fuse", None, [_input(s) for s in specs], str(dest))
+    report = OpReport("fuse", None, [s.to_json() for s in specs], str(dest))
     for spec in specs:
         _fuse_one(pipe, spec, report, progress)
     with atomic_dir(dest) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _input(spec: AdapterSpec) -> dict[str, Any]:
-    return {
-        "name": spec.name,
-        "weight": spec.weight,
-        "te_weight": spec.te_weight,
-        "block_weights": spec.block_weights,
-    }
 
 
 def _fuse_one(

@@ -80,7 +80,7 @@ def merge_adapters(
         else ("lora", "locon")
     )
     I.refuse_network(specs, f"merge --method {options.method}", allowed)
-    report = OpReport("merge", options.method, [_input_json(s) for s in specs], str(dest))
+    report = OpReport("merge", options.method, [s.to_json() for s in specs], str(dest))
     report.rank, report.density = options.rank, options.density
     report.seed = options.seed if options.method == "dare" else None
     started = time.perf_counter()
@@ -102,16 +102,6 @@ def merge_metadata(report: OpReport) -> dict[str, str]:
         "lorahub_operation": "merge",
         "lorahub_method": str(report.method),
         "lorahub_inputs": json.dumps(report.inputs),
-    }
-
-
-def _input_json(spec: AdapterSpec) -> dict[str, Any]:
-    return {
-        "name": spec.name,
-        "weight": spec.weight,
-        "te_weight": spec.te_weight,
-        "block_weights": spec.block_weights,
-        "hash": spec.hash,
     }
 
 

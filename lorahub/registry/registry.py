@@ -376,6 +376,26 @@ class Registry:
         """Weighted references to AdapterSpecs for the engine and ops (mix rules applied)."""
         return M.specs(self.db, members)
 
+    def resolve_request(
+        self, members: list[MixMember], mix: str | None = None
+    ) -> list[AdapterSpec]:
+        """A mix's members then `members`, as AdapterSpecs; every unknown name in one NotFoundError."""
+        missing: list[str] = []
+        specs: list[AdapterSpec] = []
+        steps: list[Callable[[], list[AdapterSpec]]] = []
+        if mix:
+            steps.append(lambda: self.resolve_mix(mix))
+        if members:
+            steps.append(lambda: self.resolve_members(members))
+        for step in steps:
+            try:
+                specs += step()
+            except NotFoundError as exc:
+                missing.append(exc.message)
+        if missing:
+            raise NotFoundError("; ".join(missing))
+        return specs
+
     def resolve_mix(self, name: str) -> list[AdapterSpec]:
         """A stored mix's members as AdapterSpecs (the exact adapters pinned at creation)."""
         mix = M.load_mix(self.db, name)

@@ -13,13 +13,11 @@ from fastapi import APIRouter, Body, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from lorahub.errors import IncompatibleError, NotFoundError
 from lorahub.server.schemas import MAX_PROMPT, GenerateBody, GenerateResponse, PreviewBody, blocks
 from lorahub.server.state import ServerState, open_registry, state
 from lorahub.types import AdapterSpec, MixMember
 
 router = APIRouter(tags=["generate"])
-UNKNOWN_FAMILIES = (None, "", "unknown")
 
 
 @router.post(
@@ -90,29 +88,9 @@ def resolve_body(st: ServerState, body: GenerateBody) -> tuple[str, list[Adapter
         for a in body.adapters
     ] + tag_members
     with open_registry(st) as registry:
-        specs = resolve_all(registry, body.mix, members)
+        specs = registry.resolve_request(members, body.mix)
     check_family(st, specs)
     return prompt, specs
-
-
-def resolve_all(registry: Any, mix: str | None, members: list[MixMember]) -> list[AdapterSpec]:
-    """Mix members then the listed adapters; every unknown name in one 404."""
-    missing: list[str] = []
-    mix_specs: list[AdapterSpec] = []
-    specs: list[AdapterSpec] = []
-    if mix:
-        try:
-            mix_specs = registry.resolve_mix(mix)
-        except NotFoundError as exc:
-            missing.append(exc.message)
-    if members:
-        try:
-            specs = registry.resolve_members(members)
-        except NotFoundError as exc:
-            missing.append(exc.message)
-    if missing:
-        raise NotFoundError("; ".join(missing))
-    return mix_specs + specs
 
 
 def resolve_one(st: ServerState, ref: str) -> tuple[AdapterSpec, list[str]]:
@@ -125,21 +103,10 @@ def resolve_one(st: ServerState, ref: str) -> tuple[AdapterSpec, list[str]]:
 
 
 def check_family(st: ServerState, specs: list[AdapterSpec]) -> None:
-    """Refuse adapters made for another base family than the server's (unknown families pass)."""
-    from lorahub.inference.runtime import FAMILY_ALIASES
+    """Refuse adapters made for another base family than the server's, before queueing."""
+    from lorahub.inference.pipelines import check_families
 
-    family = st.base_family
-    if family is None:
-        return
-    wrong = []
-    for spec in specs:
-        fam = FAMILY_ALIASES.get(spec.base_family or "", spec.base_family)
-        if fam not in UNKNOWN_FAMILIES and fam != family:
-            wrong.append(f"{spec.name} is for {fam}")
-    if wrong:
-        raise IncompatibleError(
-            f"adapter {', '.join(wrong)}, but the server's base {st.base!r} is {family}"
-        )
+    check_families(specs, st.base_family, repr(st.base))
 
 
 def build_request(body: GenerateBody, prompt: str, specs: list[AdapterSpec]) -> Any:
