@@ -89,7 +89,9 @@ def warn(message: str) -> None:
 
 
 @contextlib.contextmanager
-def progress(description: str, total: float | None = None, quiet: bool = False) -> Iterator[Callable[..., None]]:
+def progress(
+    description: str, total: float | None = None, quiet: bool = False
+) -> Iterator[Callable[..., None]]:
     """A rich progress bar on stderr; yields `advance(n=1, **fields)`.
 
     Library functions take a `progress` callback; the CLI passes the function yielded here.

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-from lorahub.cli import main
 
+from lorahub.cli import main
 from lorahub.formats import open_adapter, read_header
 from lorahub.ops import api
 from lorahub.registry import Registry

@@ -16,7 +16,12 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 def walkthrough_commands() -> list[str]:
     """Every `$ lorahub ...` line inside ```console blocks of the README."""
     blocks = re.findall(r"```console\n(.*?)```", README.read_text(), flags=re.S)
-    return [line[2:].strip() for block in blocks for line in block.splitlines() if line.startswith("$ lorahub ")]
+    return [
+        line[2:].strip()
+        for block in blocks
+        for line in block.splitlines()
+        if line.startswith("$ lorahub ")
+    ]
 
 
 def test_readme_has_two_setup_commands_first():

@@ -149,7 +149,9 @@ def test_tags_added_and_removed_in_the_page_reach_the_cli(server: WebServer, bro
     wait(browser, lambda d: not css(d, '#adapter-tags li[data-tag="favourite"]'))
     assert server.cli("list", "--tag", "favourite") == []
     assert [r["name"] for r in server.cli("list", "--tag", "keeper")] == ["pixel-art"]
-    css(browser, 'a[href="#/mix?add=pixel-art"]')[0].click()  # "Add to a mix" opens the composer
+    wait(browser, lambda d: css(d, 'a[href="#/mix?add=pixel-art"]'))[
+        0
+    ].click()  # "Add to a mix" opens the composer
     wait(
         browser,
         lambda d: (

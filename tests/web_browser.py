@@ -86,6 +86,7 @@ class WebServer:
     def cli(self, *args: str) -> Any:
         """Run a lorahub command in-process against this server's home; returns its --json output."""
         from click.testing import CliRunner
+
         from lorahub.cli import main
 
         result = CliRunner().invoke(main, [*args, "--json"], env={"LORAHUB_HOME": str(self.home)})
