@@ -312,3 +312,23 @@ def test_data_demo_names_the_builtin_shapes_set():
     data = load_dataset("demo")
     assert len(data.examples) == 24
     assert {ex.caption.split()[-1] for ex in data.examples} >= {"circle", "square"}
+
+
+def test_accelerate_launch_two_processes_trains_and_registers_once(tmp_path):
+    """The scale-out path: the same command under `accelerate launch` (2 CPU processes, gloo)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LORAHUB_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+    train = ["-m", "lorahub", "train", "--data", "demo", "--name", "multi", "--resolution", "64",
+             "--max-train-steps", "4", "--batch-size", "2", "--validation-inference-steps", "2", "--json"]  # fmt: skip
+    out = subprocess.run([*launch, *train], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout[out.stdout.index("{") :])
+    assert result["steps"] == 4 and Path(result["weights_path"]).is_file()
+    listed = subprocess.run([sys.executable, "-m", "lorahub", "list", "--json"], env=env,
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    assert [r["name"] for r in json.loads(listed.stdout)] == ["multi"]
