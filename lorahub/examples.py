@@ -67,7 +67,22 @@ def write_example_adapter(
     dest = Path(dest)
     with atomic_path(dest, suffix=".safetensors") as tmp:
         type(pipe).save_lora_weights(tmp.parent, weight_name=tmp.name, **layers, **metadata)
+        _sort_header(tmp)
     return dest
+
+
+def _sort_header(path: Path) -> None:
+    """Rewrite a safetensors header with sorted keys: the writer's key order is not stable, and
+    the demo's files (and so their sha256 in `registry.db.example`) should be byte-identical."""
+    import json
+    import struct
+
+    data = path.read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + length :])
 
 
 def _random_lora(
@@ -91,4 +106,7 @@ def _random_lora(
                 param.copy_(torch.randn(param.shape, generator=gen) * std)
     state = get_peft_model_state_dict(model)
     meta = {**config.to_dict(), "base_model_name_or_path": None}  # not the local cache path
+    for key in ("target_modules", "modules_to_save", "exclude_modules"):
+        if isinstance(meta.get(key), set | frozenset):  # peft keeps sets: hash-seed order
+            meta[key] = sorted(meta[key])
     return state, meta

@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from lorahub.registry import Registry, migrations
-from lorahub.registry.example import schema_of, write_example
+from lorahub.registry.example import contents_of, schema_of, write_example
 from tests.test_registry import write_lora
 
 REPO = Path(__file__).resolve().parent.parent
@@ -83,6 +83,22 @@ def test_example_database_matches_migrations(tmp_path: Path) -> None:
     assert committed.is_file(), "run `lorahub db example` and commit registry.db.example"
     assert schema_of(fresh) == schema_of(committed)
     assert not Path(str(fresh) + "-wal").exists()
+
+
+def test_example_database_is_regenerated_exactly(tiny_sd1: Path, tmp_path: Path) -> None:
+    """`lorahub db example` rebuilds the committed file row for row (fixed times, sorted headers),
+    every table holds an example row, and no path is a machine's absolute or temporary path."""
+    committed = contents_of(REPO / "registry.db.example")
+    assert {t: bool(rows) for t, rows in committed.items()} == dict.fromkeys(committed, True)
+    fresh = contents_of(write_example(tmp_path / "again.db"))
+    assert fresh == committed, "run `lorahub db example` and commit registry.db.example"
+    copy = tmp_path / "copy.db"  # opening a registry switches it to WAL: never the committed file
+    copy.write_bytes((REPO / "registry.db.example").read_bytes())
+    reg = Registry(copy)
+    paths = [r.path for r in reg.list_adapters()] + [m.path for m in reg.list_models()]
+    assert paths and all(not Path(p).is_absolute() and "tmp" not in p for p in paths), paths
+    assert [m.name for m in reg.list_mixes()] == ["example-mix"]
+    assert {e.relation for e in reg.lineage("example-style")} == {"trained-from"}
 
 
 def test_listing_commands_do_not_import_torch(tmp_path: Path) -> None:
