@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from lorahub.cli.output import handle_errors, info, json_option, print_json, warn
@@ -117,6 +119,8 @@ def generate(
     from lorahub.inference.pipelines import base_family, check_families
     from lorahub.inference.png import save_png
 
+    if output.endswith(("/", os.sep)):
+        raise InvalidInputError(f"-o {output}: give a file name, e.g. {output.rstrip('/')}/out.png")
     width, height = parse_size(size, width, height)
     prompt, specs = resolve_adapters(prompt, adapters, mix)
     check_families(specs, base_family(base), base)

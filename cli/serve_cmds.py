@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from lorahub.cli.output import handle_errors, info, warn
+
+if TYPE_CHECKING:
+    from lorahub.types import AdapterSpec
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost", "ip6-loopback"}
 
@@ -58,6 +63,20 @@ def is_loopback(host: str) -> bool:
     "--compile", "compile_", is_flag=True, help="torch.compile the UNet (compile-safe hot-swap)."
 )
 @click.option(
+    "--slot-adapter",
+    "slot_refs",
+    multiple=True,
+    metavar="REF",
+    help="With --compile: adapters that plan the hot-swap slots (default: every registered "
+    "UNet LoRA for the base).",
+)
+@click.option(
+    "--slot-rank",
+    type=click.IntRange(1, 1024),
+    default=None,
+    help="With --compile: slot rank (default: the planned adapters' largest).",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -73,6 +92,8 @@ def serve(
     device: str | None,
     dtype: str | None,
     compile_: bool,
+    slot_refs: tuple[str, ...],
+    slot_rank: int | None,
     log_level: str,
 ) -> None:
     """Serve the HTTP API (and the web page) with one pipeline kept loaded."""
@@ -82,13 +103,50 @@ def serve(
 
     if not token and not is_loopback(host):
         warn_open_bind(host)
+    slots = plan_slot_specs(base, slot_refs) if compile_ else ()
+    if compile_:
+        info(f"compiled mode: hot-swap slots planned from {len(slots)} adapter(s)")
     app = create_app(
         token=token, max_queue=max_queue, base=base, device=device, dtype=dtype,
-        compile=compile_, warm=True,
+        compile=compile_, warm=True, slot_adapters=slots, slot_rank=slot_rank,
     )  # fmt: skip
     guard = "bearer token required" if token else "no token"
     info(f"lorahub serving {base} on http://{_url_host(host)}:{port} ({guard}; docs at /docs)")
     uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)
+
+
+def plan_slot_specs(base: str, refs: tuple[str, ...]) -> tuple[AdapterSpec, ...]:
+    """The adapters that plan compiled mode's slots: `refs`, else every hot-swappable one for `base`."""
+    from lorahub.errors import InvalidInputError, LorahubError
+    from lorahub.inference import hotswap
+    from lorahub.inference.pipelines import base_family, check_families
+    from lorahub.registry import Registry
+    from lorahub.types import MixMember
+
+    family = base_family(base)
+    with Registry() as registry:
+        if refs:
+            specs = registry.resolve_members([MixMember(ref=r) for r in refs])
+            check_families(specs, family, base)
+            for spec in specs:
+                hotswap.check_spec(spec)
+            return tuple(specs)
+        usable = []
+        for record in registry.list_adapters():
+            try:  # one by one: a mix's one-family rule must not apply across the registry
+                spec = registry.resolve_members([MixMember(ref=record.ref)])[0]
+                check_families([spec], family, base)
+                hotswap.check_spec(spec)
+            except LorahubError:
+                continue
+            if Path(spec.path).is_file():  # a moved or deleted file must not stop the server
+                usable.append(spec)
+    if not usable:
+        raise InvalidInputError(
+            f"--compile plans its hot-swap slots from registered adapters, and none is a plain "
+            f"LoRA for {base}: register one, or name them with --slot-adapter"
+        )
+    return tuple(usable)
 
 
 def warn_open_bind(host: str) -> None:

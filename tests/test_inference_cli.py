@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 from click.testing import CliRunner
@@ -50,6 +51,10 @@ def test_generate_writes_pngs_with_records(example_adapters, tmp_path):
     data = json.loads(res.output)
     files = [tmp_path / "castle-000.png", tmp_path / "castle-001.png"]
     assert data["files"] == [str(f) for f in files] and all(f.exists() for f in files)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert all(f.stat().st_mode & 0o777 == 0o666 & ~umask for f in files)  # not mkstemp's 0600
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     record = data["record"]
     assert record["prompt"] == "a castle on a hill" and record["seeds"] == [7, 8]
     assert [(a["name"], a["weight"]) for a in record["adapters"]] == [
@@ -99,4 +104,15 @@ def test_generate_refuses_another_family_and_unknown_names(example_adapters, tmp
     assert res.exit_code == 1 and "nobody" in res.output
     res = _run("x", "--size", "big", "-o", str(tmp_path / "c.png"))
     assert res.exit_code == 1 and "invalid --size" in res.output
+    res = _run("x", *ARGS, "-o", str(tmp_path / "dir") + "/")
+    assert res.exit_code == 1 and "give a file name" in res.output
+    res = _run("x", "--base", str(tmp_path / "no-such-base"), *ARGS, "-o", str(tmp_path / "d.png"))
+    assert res.exit_code == 1 and "cannot load base model" in res.output
+    res = _run("x", "--device", "gpu", *ARGS, "-o", str(tmp_path / "e.png"))
+    assert res.exit_code == 1 and "unknown device 'gpu'" in res.output
+    import torch
+
+    if not torch.cuda.is_available():
+        res = _run("x", "--device", "cuda", *ARGS, "-o", str(tmp_path / "f.png"))
+        assert res.exit_code == 1 and "CUDA is not available" in res.output
     assert not list(tmp_path.glob("*.png"))

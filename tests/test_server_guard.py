@@ -133,3 +133,29 @@ def test_serve_binds_loopback_and_warns_without_token(monkeypatch) -> None:
     guarded = runner.invoke(main, ["serve", "--host", "0.0.0.0", "--token", TOKEN])
     assert "WITHOUT A TOKEN" not in guarded.output and TOKEN not in guarded.output
     assert calls[2]["app"].state.lorahub.token == TOKEN
+
+
+def test_serve_compile_plans_slots_from_the_registry(monkeypatch, registered_examples) -> None:
+    import uvicorn
+    from click.testing import CliRunner
+
+    from lorahub.cli import main
+
+    calls: list = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(app))
+    runner = CliRunner()
+    every = runner.invoke(main, ["serve", "--compile"])
+    assert every.exit_code == 0, every.output
+    config = calls[0].state.lorahub.worker.engine.config
+    assert config.compile and config.slot_rank is None
+    assert sorted(s.name for s in config.slot_adapters) == ["example-light", "example-style"]
+    named = runner.invoke(
+        main, ["serve", "--compile", "--slot-adapter", "example-style", "--slot-rank", "16"]
+    )
+    assert named.exit_code == 0, named.output
+    config = calls[1].state.lorahub.worker.engine.config
+    assert [s.name for s in config.slot_adapters] == ["example-style"] and config.slot_rank == 16
+    wrong = runner.invoke(main, ["serve", "--compile", "--base", "tiny-sdxl"])
+    assert wrong.exit_code != 0 and len(calls) == 2
+    assert "none is a plain LoRA for tiny-sdxl" in wrong.output
+    assert "Traceback" not in wrong.output and len(wrong.output.strip().splitlines()) == 1

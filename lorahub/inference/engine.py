@@ -13,7 +13,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from lorahub.errors import CapacityError
+from lorahub.errors import CapacityError, InvalidInputError, NotFoundError, UnsupportedError
 from lorahub.inference.adapters import CpuCache
 from lorahub.inference.metrics import Metrics
 from lorahub.inference.pipelines import PipelineCache
@@ -47,6 +47,21 @@ class EngineConfig:
     pipe_loader: Any = field(default=None, compare=False)
 
 
+def check_device(device: str) -> str:
+    """`device` when torch can use it here; one clear error line otherwise."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        raise InvalidInputError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UnsupportedError(
+            f"device {device!r} asked for, but CUDA is not available here; use --device cpu"
+        )
+    return device
+
+
 class Engine:
     """Pipelines, adapter caches and a request queue behind one lock."""
 
@@ -54,7 +69,7 @@ class Engine:
         from lorahub.models import pick_device, pick_dtype
 
         self.config = replace(config or EngineConfig(), **overrides)
-        self.device = pick_device(self.config.device)
+        self.device = check_device(pick_device(self.config.device))
         self.dtype = pick_dtype(self.device, self.config.dtype)
         self.metrics = Metrics()
         self.cpu = CpuCache(
@@ -78,7 +93,11 @@ class Engine:
         from lorahub.models import load_pipeline
 
         loader = self.config.pipe_loader or load_pipeline
-        pipe = loader(base, device=self.device, dtype=self.config.dtype)
+        try:
+            pipe = loader(base, device=self.device, dtype=self.config.dtype)
+        except (ValueError, OSError) as exc:  # diffusers' word for a path or id it cannot use
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise NotFoundError(f"cannot load base model {base!r}: {first}") from None
         return BaseRuntime(base, pipe, self.config, self.cpu, self.metrics)
 
     def runtime(self, base: str | None = None) -> BaseRuntime:

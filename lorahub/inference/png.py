@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -90,4 +91,12 @@ def save_png(images: list[Any], record: dict[str, Any], dest: str | Path) -> lis
         data = png_bytes(image, record, i)
         with atomic_path(path, suffix=".png") as tmp:
             tmp.write_bytes(data)
+            tmp.chmod(0o666 & ~_umask())  # an ordinary file's mode, not the temp file's 0600
     return paths
+
+
+def _umask() -> int:
+    """The process umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

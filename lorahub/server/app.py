@@ -40,13 +40,23 @@ def create_app(
     dtype: str | None = None,
     compile: bool = False,
     warm: bool = False,
+    slot_adapters: tuple[Any, ...] = (),
+    slot_rank: int | None = None,
     static_dir: str | Path | None = STATIC_DIR,
     max_body_bytes: int = MAX_BODY_BYTES,
 ) -> FastAPI:
     """Build the ASGI app; without `engine`, an Engine for `base` is built (pipeline loaded lazily, or at start with `warm`)."""
     owned = engine is None
     if engine is None:
-        engine = build_engine(base, device, dtype, compile, max_queue)
+        engine = build_engine(
+            base,
+            device,
+            dtype,
+            compile,
+            max_queue,
+            slot_adapters=slot_adapters,
+            slot_rank=slot_rank,
+        )
     worker = EngineWorker(engine, max_queue=max_queue, owned=owned)
     st = ServerState(
         base=base,
@@ -69,12 +79,24 @@ def create_app(
 
 
 def build_engine(
-    base: str, device: str | None, dtype: str | None, compile: bool, max_queue: int
+    base: str,
+    device: str | None,
+    dtype: str | None,
+    compile: bool,
+    max_queue: int,
+    *,
+    slot_adapters: tuple[Any, ...] = (),
+    slot_rank: int | None = None,
 ) -> Any:
-    """The engine for `base` (its pipeline loads on first use, or at start with `warm`)."""
+    """The engine for `base` (its pipeline loads on first use, or at start with `warm`).
+
+    With `compile`, `slot_adapters` (resolved AdapterSpecs) plan the hot-swap slots."""
     from lorahub.inference import Engine
 
-    return Engine(base=base, device=device, dtype=dtype, compile=compile, max_queue=max_queue + 2)
+    return Engine(
+        base=base, device=device, dtype=dtype, compile=compile, max_queue=max_queue + 2,
+        slot_adapters=tuple(slot_adapters), slot_rank=slot_rank,
+    )  # fmt: skip
 
 
 def _lifespan(st: ServerState, warm: bool) -> Callable[[FastAPI], Any]:
