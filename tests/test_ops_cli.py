@@ -61,6 +61,23 @@ def test_kohya_export_round_trips_in_diffusers(pipe, example_adapters, reg, tmp_
     assert [e.relation for e in reg.lineage("light-k")] == ["converted-from"]
 
 
+def test_export_carries_metadata_across(example_adapters, reg, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    src = tmp_path / "tagged.safetensors"
+    meta = {**read_header(example_adapters[LIGHT])[1], "ss_tag_frequency": '{"a": 1}'}
+    save_file(load_file(str(example_adapters[LIGHT])), str(src), metadata=meta)
+    kohya, back = tmp_path / "k.safetensors", tmp_path / "d.safetensors"
+    cli("export", src, "--format", "kohya", "-o", kohya)
+    cli("export", kohya, "--format", "diffusers", "-o", back, "--name", "tagged-back")
+    for path, was in ((kohya, "diffusers"), (back, "kohya")):
+        out = read_header(path)[1]
+        assert out["ss_tag_frequency"] == '{"a": 1}' and out["lorahub_converted_from"] == was
+    assert json.loads(read_header(back)[1]["lora_adapter_metadata"])  # the writer's own, rebuilt
+    assert reg.get_adapter("tagged-back").base_family == "tiny-sd1"
+    assert [e.relation for e in reg.lineage("tagged-back")] == []  # the file input is unregistered
+
+
 def test_resize_error_is_monotone_in_rank(example_adapters, tmp_path):
     from lorahub.ops.resize import resize_adapter
 
@@ -189,6 +206,7 @@ def test_mix_cli_and_merge_from_mix(reg, tmp_path):
     edges = reg.lineage("baked")
     assert len(edges) == 2 and {e.relation for e in edges} == {"merged-from"}
     assert edges[0].details["method"] == "cat" and "modules" in edges[0].details
+    assert edges[0].details["registered"] == "baked"
     assert "beyond" in cli("mix", "create", "loud", f"{STYLE}:7").output
     cli("mix", "rm", "combo")
     cli("mix", "show", "combo", ok=False)
@@ -211,6 +229,15 @@ def test_refusals(reg, tiny_sdxl, tmp_path):
         "--density applies": ["merge", STYLE, LIGHT, "--density", "0.3", "--name", "x"],
         "needs --rank": ["resize", LIGHT, "--name", "x"],
         "not both": ["merge", STYLE, "--mix", "m", "--name", "x"],
+        "no such file": ["merge", f"{tmp_path}/gone.safetensors:0.5", "--name", "x"],
+        "cannot load base model": [
+            "fuse",
+            "--base",
+            tmp_path / "nobase",
+            STYLE,
+            "-o",
+            tmp_path / "f",
+        ],
     }
     for needle, args in cases.items():
         out = cli(*args, ok=False).output
@@ -218,6 +245,11 @@ def test_refusals(reg, tiny_sdxl, tmp_path):
             needle,
             out,
         )
+    for cmd in (["resize", tmp_path / "gone.safetensors", "--rank", "2", "-o", tmp_path / "r"],
+                ["export", tmp_path / "gone.safetensors", "--format", "kohya", "-o", tmp_path / "k"]):  # fmt: skip
+        out = cli(*cmd, ok=False).output
+        assert out.strip() == f"Error: no such file: {tmp_path / 'gone.safetensors'}", out
+    assert not (tmp_path / "f").exists()
     cli("mix", "create", "m1", STYLE)
     assert "exists" in cli("mix", "create", "m1", LIGHT, ok=False).output
     cli("mix", "create", "m1", LIGHT, "--force")

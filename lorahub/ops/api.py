@@ -72,7 +72,19 @@ def _parse_one(text: str) -> MixMember:
     if sep and Path(head).expanduser().is_file():
         m = parse_weighted_ref(f"file:{tail}")
         return MixMember(head, m.weight, m.te_weight)
+    _refuse_missing_path(head if sep and "=" not in tail and _looks_like_path(head) else text)
     return parse_weighted_ref(text)
+
+
+def _looks_like_path(ref: str) -> bool:
+    """A reference that can only be a file path (registry names have no '/')."""
+    return "/" in ref or os.sep in ref or ref.startswith("~")
+
+
+def _refuse_missing_path(ref: str) -> None:
+    """NotFoundError for a path that does not exist (rather than "invalid name")."""
+    if _looks_like_path(ref) and not Path(ref).expanduser().exists():
+        raise NotFoundError(f"no such file: {ref}")
 
 
 def resolve(registry: Any, members: Sequence[MixMember], mix: str | None) -> list[AdapterSpec]:
@@ -182,6 +194,7 @@ def merge(
     dest = destination(registry, out, "merged", format)
     report = merge_adapters(specs, dest, options, format=format, progress=progress)
     report.warnings.extend(_weight_warnings(specs))
+    report.registered = out.name  # stored in the lineage details too
     report.registered = _register(
         registry, dest, out, "merged", "merged-from", _registered_parents(registry, specs, report)
     )
@@ -200,6 +213,7 @@ def _single(registry: Any, ref: str) -> AdapterSpec:
     """An adapter given by reference or file path, as a spec."""
     if _is_file(ref) or Path(ref).expanduser().is_file():
         return I.spec_from_file(ref)
+    _refuse_missing_path(ref)
     return registry.resolve_members([MixMember(ref)])[0]
 
 
@@ -223,6 +237,7 @@ def resize(
         spec.path, dest, rank=rank, energy=energy, format=format, progress=progress
     )
     report.inputs = [{"name": spec.name}]
+    report.registered = out.name  # stored in the lineage details too
     report.registered = _register(
         registry, dest, out, "merged", "resized-from", _registered_parents(registry, [spec], report)
     )
@@ -237,6 +252,7 @@ def export(registry: Any, ref: str, out: Output, *, format: str) -> OpReport:
     dest = destination(registry, out, spec.name, format)
     report = export_adapter(spec.path, dest, format=format)
     report.inputs = [{"name": spec.name, **report.inputs[0]}]
+    report.registered = out.name  # stored in the lineage details too
     report.registered = _register(
         registry,
         dest,

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lorahub.errors import AlreadyExistsError, IncompatibleError, UnsupportedError
+from lorahub.errors import AlreadyExistsError, IncompatibleError, NotFoundError, UnsupportedError
 from lorahub.ops import inputs as I
 from lorahub.ops.report import ModuleReport, OpReport
 from lorahub.types import AdapterSpec
@@ -37,7 +37,12 @@ def fuse_adapters(
             f"the adapters are for {family} but the base {base!r} is {base_family}"
         )
     started = time.perf_counter()
-    pipe = load_pipeline(base, device="cpu", dtype="fp32")
+    try:
+        pipe = load_pipeline(base, device="cpu", dtype="fp32")
+    except ValueError as exc:  # diffusers: "neither a valid local path nor a valid repo id"
+        raise NotFoundError(
+            f"cannot load base model {base!r}: {str(exc).splitlines()[0]}"
+        ) from None
     report = OpReport("fuse", None, [s.to_json() for s in specs], str(dest))
     for spec in specs:
         _fuse_one(pipe, spec, report, progress)
