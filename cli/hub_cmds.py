@@ -86,6 +86,7 @@ def push(ref: str, repo: str, private: bool, revision: str | None, message: str 
 @click.option("--name", help="Register under this name (default: the repo's name).")
 @click.option("--file", "filename", help="The weight file to pull when the repo holds several.")
 @click.option("--revision", help="Branch, tag or commit (or write REPO@REV).")
+@click.option("--version", help="Register as a new version of an existing name.")
 @click.option("--force", is_flag=True, help="Replace an adapter registered under the same name.")
 @json_option
 @handle_errors
@@ -94,13 +95,16 @@ def pull(
     name: str | None,
     filename: str | None,
     revision: str | None,
+    version: str | None,
     force: bool,
     as_json: bool,
 ) -> None:
     """Download an adapter from the Hub (REPO[@REV]) and register it."""
     from lorahub.hub import pull_adapter
 
-    record = pull_adapter(repo, revision=revision, name=name, filename=filename, force=force)
+    record = pull_adapter(
+        repo, revision=revision, name=name, filename=filename, version=version, force=force
+    )
     if as_json:
         print_json(record.to_json())
         return

@@ -378,3 +378,76 @@ def test_card_from_lineage_hides_local_paths(hub: HubServer, example_adapters) -
     )
     assert "| images | 5 |" in card and "- trained-from dataset `abc123`" in card
     assert card == adapter_card(reg.get_adapter("t"), "me/t", [], reg.lineage("t"))
+
+
+def test_cli_push_and_pull_options(hub: HubServer, hub_repo_id: str, reg: Registry) -> None:
+    runner = CliRunner()
+    args = ["push", "style", "--repo", hub_repo_id, "--revision", "dev", "-m", "from the cli"]
+    out = runner.invoke(main, [*args, "--private", "--also", "kohya", "--license", "mit", "--json"])
+    assert out.exit_code == 0, out.output
+    pushed = json.loads(out.output)
+    api = HfApi()
+    assert api.repo_info(hub_repo_id).private is True
+    assert api.list_repo_commits(hub_repo_id, revision="dev")[0].title == "from the cli"
+    assert (
+        pushed["revision"] == "dev"
+        and pushed["commit_sha"] == api.repo_info(hub_repo_id, revision="dev").sha
+    )
+    assert "style.safetensors" in api.list_repo_files(hub_repo_id, revision="dev")
+    assert "style.safetensors" not in api.list_repo_files(hub_repo_id)  # main untouched
+    card = ModelCard.load(hf_hub_download(hub_repo_id, "README.md", revision="dev"))
+    assert card.data.license == "mit"
+    assert [(p.repo, p.revision) for p in reg.publications("style")] == [(hub_repo_id, "dev")]
+    pull = ["pull", f"{hub_repo_id}@dev", "--file", "style.safetensors", "--name", "k"]
+    got = runner.invoke(main, [*pull, "--json"])
+    assert got.exit_code == 0, got.output
+    record = json.loads(got.output)
+    assert record["format"] == "kohya" and record["source"] == "hub"
+    assert record["trigger_words"] == ["stylized"]
+    again = runner.invoke(main, pull)
+    assert again.exit_code == 1 and "exists" in again.output and "--version" in again.output
+    v2 = runner.invoke(main, [*pull, "--version", "v2", "--json"])
+    assert v2.exit_code == 0, v2.output
+    assert json.loads(v2.output)["version"] == "v2"
+    for bad in (["push", "style", "--repo", hub_repo_id, "--revision", "bad branch"],
+                ["pull", f"{hub_repo_id}@a..b"]):  # fmt: skip
+        out = runner.invoke(main, bad)
+        assert out.exit_code == 1 and out.output.count("\n") == 1, out.output
+        assert "invalid revision" in out.output
+
+
+def test_token_from_stored_login(
+    hub: HubServer, hub_repo_id: str, reg: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    token_file = tmp_path / "token"
+    token_file.write_text(HUB_TOKEN)
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(token_file))
+    assert client.resolve_token() == HUB_TOKEN
+    assert push_adapter("style", hub_repo_id, registry=reg).changed
+    token_file.unlink()
+    assert client.resolve_token() is None
+
+
+def test_pull_refuses_bad_bytes_and_names_the_repo_file(hub: HubServer, hub_repo_id: str) -> None:
+    from types import SimpleNamespace
+
+    from lorahub.errors import BadFileError
+    from lorahub.hub.pull import verify_download
+
+    api = HfApi()
+    api.create_repo(hub_repo_id)
+    api.upload_file(path_or_fileobj=b"\x08" + b"\0" * 15, path_in_repo=WEIGHTS, repo_id=hub_repo_id)
+    with pytest.raises(BadFileError) as err:
+        pull_adapter(hub_repo_id, name="junk")
+    assert f"{hub_repo_id}/{WEIGHTS}" in str(err.value) and ".pull-" not in str(err.value)
+    assert not Registry().list_adapters()
+    local = Path(hf_hub_download(hub_repo_id, WEIGHTS))
+    (remote,) = api.get_paths_info(hub_repo_id, [WEIGHTS])
+    verify_download(local, remote, "x")  # matches: no error
+    for lie in (SimpleNamespace(lfs=None, blob_id="0" * 40),
+                SimpleNamespace(lfs=SimpleNamespace(sha256="0" * 64), blob_id=None)):  # fmt: skip
+        with pytest.raises(BadFileError, match="does not match the Hub's hash"):
+            verify_download(local, lie, "x")

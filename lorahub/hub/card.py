@@ -7,6 +7,7 @@ so pushing an unchanged adapter again changes no file and makes no commit.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -185,6 +186,32 @@ def usage_section(repo: str, base: str | None, prompt: str, files: Sequence[HubF
     return text
 
 
+def recipe_usage_section(base: str | None, members: Sequence[dict[str, Any]], prompt: str) -> str:
+    """A diffusers snippet that loads each member of a recipe from its repo and sets the weights."""
+    names = [re.sub(r"[^A-Za-z0-9_]", "_", str(m.get("name"))) for m in members]
+    loads = "".join(
+        f'pipe.load_lora_weights("{m.get("repo")}", weight_name="{m.get("weight_name")}",'
+        f' revision="{m.get("commit_sha")}", adapter_name="{n}")\n'
+        for m, n in zip(members, names, strict=True)
+    )
+    weights = [
+        m.get("weight")
+        if m.get("te_weight") is None
+        else {"unet": m.get("weight"), "text_encoder": m.get("te_weight")}
+        for m in members
+    ]
+    code = (
+        "```py\nimport torch\nfrom diffusers import AutoPipelineForText2Image\n\n"
+        f'pipe = AutoPipelineForText2Image.from_pretrained("{base or "<base model>"}", torch_dtype=torch.float16).to("cuda")\n'
+        f"{loads}pipe.set_adapters({json.dumps(names)}, adapter_weights={json.dumps(weights)})\n"
+        f"image = pipe({json.dumps(prompt)}).images[0]\n```"
+    )
+    text = f"## Use it with diffusers\n\n{code}"
+    if any(m.get("block_weights") for m in members):
+        text += "\n\nSome members have per-block weights: see `lorahub_recipe.json`."
+    return text
+
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A Markdown table (pipes in cells escaped)."""
 
@@ -298,10 +325,18 @@ def mix_card(
         ]
     )
     images = [f for f in files if f.role == "image"]
-    data = card_yaml(base_model=base, license=license or "other", tags=tags, prompt=None,
-                     images=images, widget_text=mix.name)  # fmt: skip
+    words = unique(w for m in members for w in m.get("trigger_words") or [])
+    prompt = ", ".join(words) or None
+    data = card_yaml(base_model=base, license=license or "other", tags=tags, prompt=prompt,
+                     images=images, widget_text=prompt or mix.name)  # fmt: skip
     rows = [
-        (m.get("name"), m.get("repo") or "", m.get("weight"), m.get("te_weight"), m.get("autov3"))
+        (
+            m.get("name"),
+            m.get("repo") or "",
+            m.get("weight"),
+            "same" if m.get("te_weight") is None else m.get("te_weight"),
+            m.get("autov3"),
+        )
         for m in members
     ]
     what = (
@@ -313,7 +348,10 @@ def mix_card(
         f"# {mix.name}",
         mix.description or f"A mix of {len(members)} LoRA adapters, published with lorahub.",
         what,
-        "" if recipe else usage_section(repo, base, mix.name, files),
+        trigger_section(words),
+        recipe_usage_section(base, members, prompt or mix.name)
+        if recipe
+        else usage_section(repo, base, prompt or mix.name, files),
         "## Members\n\n"
         + table(("Adapter", "Hub repo", "Weight", "Text-encoder weight", "AutoV3"), rows),
         files_section(files),

@@ -20,6 +20,7 @@ RETRY_STATUS = (408, 429, 500, 502, 503, 504)
 ATTEMPTS = 4
 BACKOFF_S = 0.5  # first wait; doubles each retry (tests shrink it)
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+BAD_REF_RE = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|^[-/.]|[/.]$|\.lock$")
 
 
 def check_repo_id(repo: str) -> str:
@@ -29,12 +30,21 @@ def check_repo_id(repo: str) -> str:
     return repo
 
 
+def check_revision(revision: str | None) -> str | None:
+    """Return `revision` (a branch, tag or commit) if git would accept it as a ref name, else InvalidInputError."""
+    if revision is not None and (
+        not revision or len(revision) > 255 or BAD_REF_RE.search(revision)
+    ):
+        raise InvalidInputError(f"invalid revision {revision!r}: use a branch, tag or commit name")
+    return revision
+
+
 def split_repo_revision(text: str) -> tuple[str, str | None]:
     """Parse `owner/name[@revision]`."""
     repo, at, revision = text.strip().partition("@")
     if at and not revision:
         raise InvalidInputError(f"invalid Hub reference {text!r}: empty revision after '@'")
-    return check_repo_id(repo), revision or None
+    return check_repo_id(repo), check_revision(revision or None)
 
 
 def resolve_token(token: str | None = None) -> str | None:

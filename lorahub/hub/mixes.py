@@ -33,6 +33,7 @@ def member_entry(record: AdapterRecord, member: Any, need_hub: bool) -> dict[str
         "block_weights": member.block_weights,
         "sha256": record.sha256,
         "autov3": record.autov3,
+        "trigger_words": list(record.trigger_words),
     }
 
 

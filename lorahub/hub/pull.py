@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lorahub.errors import BadFileError, InvalidInputError, NotFoundError
+from lorahub.errors import BadFileError, InvalidInputError, LorahubError, NotFoundError
 from lorahub.hub import client
 from lorahub.registry.records import AdapterRecord, LineageParent
 
@@ -128,7 +128,7 @@ def verify_download(local: Path, remote: Any, what: str) -> None:
 
 def pull_adapter(
     repo: str, *, revision: str | None = None, name: str | None = None, filename: str | None = None,
-    force: bool = False, token: str | None = None, registry: Any = None,
+    version: str | None = None, force: bool = False, token: str | None = None, registry: Any = None,
 ) -> AdapterRecord:  # fmt: skip
     """Download an adapter from a Hub repo (`owner/name[@rev]`) and register it with source=hub."""
     from lorahub import paths
@@ -136,7 +136,7 @@ def pull_adapter(
     from lorahub.types import check_name
 
     repo, at_rev = client.split_repo_revision(repo)
-    revision = revision or at_rev
+    revision = client.check_revision(revision) or at_rev
     if name:
         check_name(name)
     tok = client.resolve_token(token)
@@ -158,11 +158,19 @@ def pull_adapter(
             "repo": repo, "revision": revision or "main", "commit": info.sha, "file": weight,
             "base_model": card.base_model,
         })  # fmt: skip
-        return reg.add_adapter(
-            local, name=name or default_name(repo), source="hub", copy=True, force=force,
-            trigger_words=list(card.trigger_words) or None, description=card.description,
-            tags=card.tags, lineage=[parent],
-        )  # fmt: skip
+        try:
+            return reg.add_adapter(
+                local, name=name or default_name(repo), version=version, source="hub", copy=True,
+                force=force, trigger_words=list(card.trigger_words) or None,
+                description=card.description, tags=card.tags, lineage=[parent],
+            )  # fmt: skip
+        except LorahubError as exc:  # name the file as the user knows it, not by its temp path
+            where = f"{repo}/{weight}"
+            exc.message = exc.message.replace(str(local), where)
+            if isinstance(exc, BadFileError) and where not in exc.message:
+                exc.message = f"{where}: {exc.message}"
+            exc.args = (exc.message,)
+            raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if registry is None:

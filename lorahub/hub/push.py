@@ -145,8 +145,10 @@ def stage_adapter(
 
 def repo_url(repo: str, revision: str) -> str:
     """The repo's page on the Hub (the branch's tree for a non-main revision)."""
+    from urllib.parse import quote
+
     base = f"{client.endpoint()}/{repo}"
-    return base if revision == "main" else f"{base}/tree/{revision}"
+    return base if revision == "main" else f"{base}/tree/{quote(revision, safe='')}"
 
 
 def publish(
@@ -243,7 +245,7 @@ def push_adapter(
 
     client.check_repo_id(repo)
     also_t = check_also(also)
-    rev = revision or "main"
+    rev = client.check_revision(revision) or "main"
     reg = registry or Registry()
     tmp = Path(tempfile.mkdtemp(prefix="lorahub-push-"))
     try:
