@@ -58,6 +58,8 @@ def test_layer_outputs_match_diffusers_in_float(engine, example_adapters):
     style, light = example_adapters["example-style"], example_adapters["example-light"]
     engine.generate(request([spec(style, weight=0.7), spec(light, weight=1.3, te_weight=0.4)]))
     ours = engine.runtime().pipe
+    processors = {type(p).__name__ for p in ours.unet.attn_processors.values()}
+    assert processors == {"AttnProcessor2_0"}  # SDPA attention, kept with adapters installed
     ref = load_pipeline("tiny", device="cpu", dtype="fp32")
     ref.load_lora_weights(str(style), adapter_name="s")
     ref.load_lora_weights(str(light), adapter_name="l")
@@ -146,6 +148,10 @@ def test_eviction_and_capacity(example_adapters):
         assert stats["resident_adapters"] == 1
         with pytest.raises(CapacityError, match="at most 1"):
             eng.generate(request(a + b))
+    with Engine(base="tiny", device="cpu", dtype="fp32", max_resident_bytes=10_000) as eng:
+        with pytest.raises(CapacityError, match="adapter example-style needs .* resident limit"):
+            eng.generate(request(a))
+        assert eng.status()["bases"][0]["resident"] == [] and eng.generate(request()).images
 
 
 def test_fuse_when_hot_matches_and_unfuses_exactly(engine, plain, example_adapters):

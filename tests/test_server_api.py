@@ -131,6 +131,13 @@ def test_bad_json_oversize_and_unknown_routes(server_client) -> None:
     )
     chunks = iter([b'{"prompt": "', b"x" * 600_000, b"x" * 600_000, b'"}'])  # no Content-Length
     error_of(server_client.post("/v1/generate", content=chunks, headers=headers), 413, "too_large")
+    form = {"content-type": "application/x-www-form-urlencoded"}  # what `curl -d` sends
+    assert "Content-Type: application/json" in error_of(
+        server_client.post("/v1/generate", content=b'{"prompt": "x"}', headers=form),
+        415,
+        "unsupported_media_type",
+    )
+    assert "Input should be" in error_of(server_client.post("/v1/generate", json=[1]), 422)
     error_of(server_client.get("/v1/nothing-here"), 404, "not_found")
     error_of(server_client.put("/v1/generate", json={}), 405, "method_not_allowed")
     error_of(server_client.get("/v1/adapters", params={"min_rank": "four"}), 422, "invalid_input")

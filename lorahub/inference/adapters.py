@@ -233,6 +233,11 @@ class ResidentCache:
         return adapter
 
     def _make_room(self, nbytes: int, name: str) -> None:
+        if nbytes > self.max_bytes:
+            raise CapacityError(
+                f"adapter {name} needs {nbytes / 2**20:.1f} MiB on the device, more than the "
+                f"resident limit of {self.max_bytes / 2**20:.1f} MiB"
+            )
         while len(self.items) >= self.max_count or self.nbytes + nbytes > self.max_bytes:
             victim = next((a for a in self.items.values() if a.pins == 0), None)
             if victim is None:

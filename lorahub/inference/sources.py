@@ -3,6 +3,11 @@
 Uses `lorahub.formats.open_adapter` (every supported format, canonical module names). Tensors
 are always copied into memory the engine owns, never left as views of a memory-mapped file, so
 a file rewritten or truncated on disk cannot change or crash live weights.
+
+Limit: LoHa, LoKr and Tucker LoCon modules are held as one dense ΔW per layer (the layer's own
+size), not as their factors. A LoKr or LoHa covering a whole UNet therefore costs about the UNet's
+size in memory (≈1.7 GB fp16 for SD 1.5) in each cache tier. The caches' byte limits count it: one
+larger than the resident limit is refused with a CapacityError (after being expanded once on CPU).
 """
 
 from __future__ import annotations

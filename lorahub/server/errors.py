@@ -78,7 +78,15 @@ async def _lorahub_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return error_response(422, "invalid_input", validation_message(list(exc.errors())))
+    errors = list(exc.errors())
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json" and any(tuple(e.get("loc", ())) == ("body",) for e in errors):
+        shown = ctype or "none"
+        message = (
+            f"the request body must be JSON: send Content-Type: application/json (got {shown})"
+        )
+        return error_response(415, "unsupported_media_type", message)
+    return error_response(422, "invalid_input", validation_message(errors))
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
