@@ -59,6 +59,17 @@ def test_kohya_export_round_trips_in_diffusers(pipe, example_adapters, reg, tmp_
     cli("export", out, "--format", "diffusers", "-o", back)
     torch.testing.assert_close(unet_out(pipe, [back], [1.0]), original, atol=1e-5, rtol=1e-5)
     assert [e.relation for e in reg.lineage("light-k")] == ["converted-from"]
+    # a kohya file and a diffusers file merge as the two diffusers originals do
+    merged = {}
+    for tag, light in (("mixed", out), ("plain", LIGHT)):
+        merged[tag] = tmp_path / f"{tag}.safetensors"
+        cli("merge", f"{light}:0.4", f"{STYLE}:0.7", "--method", "cat", "-o", merged[tag])
+    a, b = open_adapter(merged["mixed"]), open_adapter(merged["plain"])
+    assert a.module_names() == b.module_names()
+    for name in a.module_names():
+        torch.testing.assert_close(
+            a.module(name).delta_weight(), b.module(name).delta_weight(), atol=1e-7, rtol=1e-5
+        )
 
 
 def test_export_carries_metadata_across(example_adapters, reg, tmp_path):
