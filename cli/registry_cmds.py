@@ -9,6 +9,8 @@ from typing import Any
 import click
 
 from lorahub.cli.output import (
+    console,
+    escape,
     handle_errors,
     info,
     json_option,
@@ -65,6 +67,53 @@ def _adapter_rows(records: list[Any]) -> list[tuple[Any, ...]]:
 
 
 ADAPTER_COLUMNS = ["name", "format", "type", "base", "rank", "alpha", "size", "tags", "autov3"]
+NARROW_DROPS = ("autov3", "alpha", "type")  # left out, in this order, where names would fold
+FLEXIBLE = ("name", "tags")  # the only columns that may wrap
+
+
+def adapter_table(title: str, records: list[Any], width: int | None = None) -> None:
+    """The adapter table of `list`, `add` and `scan`, laid out for the terminal's width.
+
+    Short fields never wrap; where the names would not fit whole, autov3, then alpha, then type
+    are left out (the JSON and `show` keep everything); names fold only when even that is not enough.
+    """
+    from rich import box
+    from rich.table import Table
+
+    out = console()
+    if width is not None:
+        out.width = width
+    rows = _adapter_rows(records)
+    natural = {
+        col: max([len(col), *(len(str(row[i])) for row in rows)])
+        for i, col in enumerate(ADAPTER_COLUMNS)
+    }
+    tags_need = min(natural["tags"], 10)
+    cols = list(ADAPTER_COLUMNS)
+
+    def fixed(cols: list[str]) -> int:
+        return sum(natural[c] for c in cols if c not in FLEXIBLE) + 2 * (len(cols) - 1)
+
+    for col in NARROW_DROPS:
+        if fixed(cols) + natural["name"] + tags_need <= out.width:
+            break
+        cols.remove(col)
+    name_width = max(10, min(natural["name"], out.width - fixed(cols) - tags_need))
+    tags_width = max(4, min(natural["tags"], out.width - fixed(cols) - name_width))
+    t = Table(
+        title=title, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False,
+        collapse_padding=True,
+    )  # fmt: skip
+    for col in cols:
+        width = {"name": name_width, "tags": tags_width}.get(col, natural[col])
+        t.add_column(
+            col, width=width, overflow="fold",
+            justify="right" if col in ("rank", "alpha", "size") else "left",
+        )  # fmt: skip
+    keep = [ADAPTER_COLUMNS.index(c) for c in cols]
+    for row in rows:
+        t.add_row(*(escape(row[i]) for i in keep))
+    out.print(t)
 
 
 @click.command()
@@ -101,7 +150,7 @@ def add(path: Path, name: str | None, version: str | None, tags: tuple[str, ...]
     if as_json:
         print_json([r.to_json() for r in records])
         return
-    table("added", ADAPTER_COLUMNS, _adapter_rows(records))
+    adapter_table("added", records)
 
 
 @click.command()
@@ -134,7 +183,7 @@ def _print_scan(report: Any, no_hash: bool) -> None:
         ["result", "files"],
         [*counts, ("duplicate groups", len(report.duplicates))],
     )
-    kinds = ("new", "changed", "moved", "missing", "errors", "skipped")
+    kinds: tuple[str, ...] = ("new", "changed", "moved", "missing", "errors", "skipped")
     if len(report.new) > SCAN_LIST_LIMIT:  # a first scan of a big folder: the counts say enough
         kinds = kinds[1:]
     rows = [(k, i.name or "", i.path, i.detail or "") for k in kinds for i in getattr(report, k)]
@@ -182,7 +231,7 @@ def list_cmd(tags: tuple[str, ...], base: str | None, fmt: str | None, min_rank:
     if as_json:
         print_json([r.to_json() for r in records])
         return
-    table(f"{len(records)} adapter(s)", ADAPTER_COLUMNS, _adapter_rows(records))
+    adapter_table(f"{len(records)} adapter(s)", records)
 
 
 @click.command()

@@ -84,3 +84,30 @@ def test_add_folder_and_bad_input(tmp_path: Path) -> None:
     assert "invalid name" in run(
         "add", tmp_path / "dir" / "one.safetensors", "--name", "no good", ok=False
     )
+
+
+def test_list_table_reads_well_at_80_and_120_columns(tmp_path: Path) -> None:
+    """Short fields never wrap; a name folds only when it cannot fit; extra columns go first."""
+    long_name = "sd15_diffusers-attnproc_r4_catundchat"
+    for i, name in enumerate(["neon-city", "example-light", long_name]):
+        run(
+            "add",
+            write_lora(tmp_path / f"{name}.safetensors", i, rank=4 + 4 * i),
+            "--tag",
+            "demo",
+            "--tag",
+            "example",
+        )
+    runner = CliRunner()
+    lines = {}
+    for width in (80, 120):
+        out = runner.invoke(main, ["list"], env={"COLUMNS": str(width)}).output
+        lines[width] = out.splitlines()
+        assert all(len(line) <= width for line in lines[width]), out
+        for whole in ("neon-city", "example-light", "kohya", "demo,", "example", " KB  "):
+            assert any(whole in line for line in lines[width]), (whole, out)
+    assert "autov3" in lines[120][1] and "alpha" in lines[120][1]
+    assert any(long_name in line and "demo, example" in line for line in lines[120])  # all whole
+    assert "autov3" not in lines[80][1] and "size" in lines[80][1]
+    rows = [line for line in lines[80] if line.startswith(("neon", "example", "sd15"))]
+    assert len(rows) == 3 and all("KB" in row for row in rows)  # one line each but the long name
