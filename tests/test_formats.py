@@ -234,6 +234,57 @@ def test_pickle_refused_unless_trusted(tmp_path):
     assert m.scale == 0.5 and tuple(m.delta_weight().shape) == (32, 32)
 
 
+def test_pickle_through_the_cli(tmp_path):
+    """`add` and `scan` refuse a pickle in one line and register nothing; a scan names it as
+    skipped; with --trust-pickle it is read (weights only), a later untrusted scan keeps it, and
+    a pickle that would run code is refused even when trusted."""
+    import json
+    import os
+
+    import torch
+    from click.testing import CliRunner
+
+    from lorahub.cli import main
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    key = "lora_unet_down_blocks_0_attentions_0_proj_in"
+    torch.save({f"{key}.lora_down.weight": torch.randn(2, 32),
+                f"{key}.lora_up.weight": torch.randn(32, 2)}, lib / "old.ckpt")  # fmt: skip
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    torch.save({"x": Evil()}, tmp_path / "evil.pt")
+    r = CliRunner()
+
+    def run(*args):
+        return r.invoke(main, [str(a) for a in args])
+
+    refused = run("add", lib / "old.ckpt")
+    assert refused.exit_code == 1 and "--trust-pickle" in refused.output
+    assert len(refused.output.strip().splitlines()) == 1
+    report = json.loads(run("scan", lib, "--json").output)
+    assert [(i["path"], "--trust-pickle" in i["detail"]) for i in report["skipped"]] == [
+        (str(lib / "old.ckpt"), True)
+    ]
+    assert json.loads(run("list", "--json").output) == []
+    evil = run("add", tmp_path / "evil.pt", "--trust-pickle")
+    assert (
+        evil.exit_code == 1 and "refused, not run" in evil.output and "posix.system" in evil.output
+    )
+    assert len(evil.output.strip().splitlines()) == 1 and not (tmp_path / "pwned").exists()
+    added = json.loads(run("add", lib / "old.ckpt", "--trust-pickle", "--json").output)
+    assert [(a["name"], a["format"], a["rank"], a["tensor_sha256"]) for a in added] == [
+        ("old", "kohya", 2, None)
+    ]
+    again = json.loads(
+        run("scan", lib, "--json").output
+    )  # untrusted rescan: unchanged, not missing
+    assert [i["name"] for i in again["unchanged"]] == ["old"] and not again["missing"]
+
+
 def test_cli_inspect_json(fixtures_dir):
     from lorahub.cli import main
 

@@ -111,3 +111,15 @@ def test_list_table_reads_well_at_80_and_120_columns(tmp_path: Path) -> None:
     assert "autov3" not in lines[80][1] and "size" in lines[80][1]
     rows = [line for line in lines[80] if line.startswith(("neon", "example", "sd15"))]
     assert len(rows) == 3 and all("KB" in row for row in rows)  # one line each but the long name
+
+
+def test_add_peft_folder_as_one_adapter(tmp_path: Path) -> None:
+    """A PEFT folder (adapter_config.json + adapter_model.safetensors) is one adapter: --name and
+    --copy apply, and the config travels with the copy."""
+    folder = tmp_path / "my-peft"
+    write_lora(folder / "adapter_model.safetensors", 3)
+    (folder / "adapter_config.json").write_text('{"r": 4, "lora_alpha": 2}')
+    added = json.loads(run("add", folder, "--name", "peft-one", "--copy", "--json"))
+    assert [a["name"] for a in added] == ["peft-one"] and added[0]["managed"]
+    assert (Path(added[0]["path"]).parent / "adapter_config.json").is_file()
+    assert "apply to a single file" in run("add", tmp_path, "--name", "x", ok=False)

@@ -64,8 +64,12 @@ def load_pickle(path: Path) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds; the user needs one line
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [repr(exc)]
+        why = next((line for line in lines if "unsupported global" in line.lower()), lines[0])
+        if "Weights only load failed" in why:  # torch's advice to retry unsafely is not ours
+            why = "it holds objects other than tensors"
         raise BadFileError(
-            f"{path.name} could not be loaded as a weights-only pickle: {str(exc).splitlines()[0]}"
+            f"{path.name} could not be loaded as a weights-only pickle (refused, not run): {why}"
         ) from None
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
         data = data["state_dict"]

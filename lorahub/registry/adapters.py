@@ -75,6 +75,16 @@ def is_candidate(path: Path, trust_pickle: bool = False) -> bool:
     return suffix in ADAPTER_SUFFIXES or (trust_pickle and suffix in PICKLE_SUFFIXES)
 
 
+def peft_weights(folder: Path) -> Path | None:
+    """The weights file of a PEFT adapter folder (`adapter_config.json` beside it), else None."""
+    if not (folder / "adapter_config.json").is_file():
+        return None
+    for name in ("adapter_model.safetensors", "adapter_model.bin"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
 def read_facts(path: Path, *, hash: bool, trust_pickle: bool) -> FileFacts:
     """Inspect `path` (header only) and optionally hash it; BadFileError for non-adapters."""
     from lorahub import formats

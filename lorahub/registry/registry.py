@@ -153,6 +153,9 @@ class Registry:
             return [self.add_adapter(root, **options)]
         if not root.is_dir():
             raise NotFoundError(f"no such file or folder: {root}")
+        peft = A.peft_weights(root)
+        if peft is not None:  # a PEFT adapter folder is one adapter, not a folder of them
+            return [self.add_adapter(peft, **options)]
         if options.get("name") or options.get("copy") or options.get("preview"):
             raise InvalidInputError(
                 "--name, --copy and a preview apply to a single file, not a folder"

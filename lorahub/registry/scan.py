@@ -11,6 +11,7 @@ import sqlite_utils
 
 from lorahub.errors import LorahubError, NotFoundError
 from lorahub.registry.adapters import (
+    PICKLE_SUFFIXES,
     FileFacts,
     default_name,
     insert_row,
@@ -23,6 +24,7 @@ from lorahub.registry.db import now, transaction
 from lorahub.registry.records import ScanItem, ScanReport, VerifyReport
 
 Progress = Callable[..., None] | None
+PICKLE_SKIPPED = "pickle file (can run code when loaded): not read; pass --trust-pickle to read it"
 
 
 def walk(root: Path, trust_pickle: bool = False) -> Iterator[Path]:
@@ -63,7 +65,7 @@ def scan_folder(
         raise NotFoundError(f"no such folder: {base}")
     report = ScanReport(root=str(base))
     known = known_under(db, base)
-    files = list(walk(base, trust_pickle))
+    files = list(walk(base, trust_pickle=True))  # untrusted pickles are reported, not read
     if progress:
         progress(0, total=len(files))
     seen: set[str] = set()
@@ -97,6 +99,10 @@ def _scan_one(
     report.bytes_total += st.st_size
     if row is not None and row["size"] == st.st_size and row["mtime"] == st.st_mtime:
         report.unchanged.append(ScanItem(str(path), _label(row)))
+        return
+    if not trust_pickle and path.suffix.lower() in PICKLE_SUFFIXES:
+        label = _label(row) if row is not None else None
+        report.skipped.append(ScanItem(str(path), label, PICKLE_SKIPPED))
         return
     try:
         facts = read_facts(path, hash=hash, trust_pickle=trust_pickle)
