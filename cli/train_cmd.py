@@ -108,16 +108,18 @@ def step_progress(quiet: bool) -> Iterator[Callable[..., None]]:
         yield advance
 
 
-def render(result: Any) -> None:
+def render(result: Any, holdout: int = 0) -> None:
     """A short human summary of a finished run."""
     for line in result.warnings:
         warn(line)
+    # Without --holdout the loss is measured on (up to four) training images.
+    eval_label = "held-out loss" if holdout else "eval loss (train images)"
     pairs = [
         ("weights", result.weights_path),
         ("adapter", result.record.ref if result.record is not None else "(not registered)"),
         ("steps", f"{result.steps} ({result.epochs} epochs, {result.seconds:.1f} s)"),
         ("final loss", f"{result.final_loss:.4f}"),
-        ("held-out loss", f"{result.heldout_loss_before:.4f} -> {result.heldout_loss_after:.4f}"),
+        (eval_label, f"{result.heldout_loss_before:.4f} -> {result.heldout_loss_after:.4f}"),
         ("loss curve", result.loss_plot or result.loss_csv),
         ("before/after", result.before_after or "-"),
     ]
@@ -151,4 +153,4 @@ def train(config_file: str | None, resume: str | None, as_json: bool, **options:
     if as_json:
         print_json(result.to_json())
     else:
-        render(result)
+        render(result, cfg.holdout)

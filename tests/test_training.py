@@ -245,6 +245,11 @@ def test_resume_ends_with_the_same_weights_and_interrupts_leave_nothing(demo_dat
         train(cfg)
     with pytest.raises(TrainingError, match="rank"):
         train(cfg.replace(resume="latest", rank=8))
+    # The saved optimizer would silently keep the old learning rate: refused, values shown.
+    with pytest.raises(TrainingError, match=r"learning_rate \(0.001 -> 0.5\)"):
+        train(cfg.replace(resume="latest", learning_rate=0.5))
+    with pytest.raises(TrainingError, match="dataset_hash"):  # other captions, other data
+        train(cfg.replace(resume="latest", data=str(_relabelled(demo_data, tmp_path / "d2"))))
 
     resumed = train(cfg.replace(resume="latest"))
     assert resumed.resumed_from == 3 and resumed.steps == 6
@@ -255,6 +260,18 @@ def test_resume_ends_with_the_same_weights_and_interrupts_leave_nothing(demo_dat
     assert len(resumed.loss_csv.read_text().splitlines()) == 1 + 6
     with Registry() as reg:
         assert reg.get_adapter("resumed").path == str(resumed.weights_path)
+    with pytest.raises(TrainingError, match="finished run"):  # not retrained from step 3
+        train(cfg.replace(resume="latest", register=False))
+
+
+def _relabelled(folder: Path, dest: Path) -> Path:
+    """A copy of a data folder with one caption changed."""
+    import shutil
+
+    shutil.copytree(folder, dest)
+    first = sorted(dest.glob("*.txt"))[0]
+    first.write_text(first.read_text() + ", changed")
+    return dest
 
 
 def test_an_exception_mid_run_leaves_no_weights_and_no_entry(demo_data, tmp_path):

@@ -142,23 +142,53 @@ def test_bad_data_folder_lists_every_bad_file(tmp_path, shapes):
     (folder / "000-red-circle.txt").write_text("a red circle")
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     (folder / "broken.txt").write_text("broken")
+    _truncated_jpeg(shapes / "000-red-circle.png", folder / "cut.jpg")  # passes PIL's verify()
+    (folder / "cut.txt").write_text("cut")
+    (folder / "dir.png").write_bytes((shapes / "000-red-circle.png").read_bytes())
+    (folder / "dir.txt").mkdir()  # a caption that cannot be read
     with pytest.raises(TrainingError) as err:
         load_dataset(folder)
     message = str(err.value)
     assert "\n" not in message
-    assert "1 unreadable images: broken.png" in message
+    assert "2 unreadable images: broken.png, cut.jpg" in message
     assert "1 images without a caption" in message and "001-red-circle.png" in message
-    (folder / "broken.png").unlink()
+    assert "dir.txt (unreadable caption)" in message
+    for name in ("broken.png", "cut.jpg", "dir.png"):
+        (folder / name).unlink()
     data = load_dataset(folder, instance_prompt="a shape")
     assert [e.caption for e in data.examples] == ["a red circle", "a shape"]
 
 
-def test_missing_or_empty_folders_are_one_line_errors(tmp_path):
+def _truncated_jpeg(src: Path, dest: Path) -> None:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.open(src).convert("RGB").save(buf, "JPEG")
+    dest.write_bytes(buf.getvalue()[: len(buf.getvalue()) * 2 // 3])
+
+
+def test_missing_or_empty_folders_are_one_line_errors(tmp_path, shapes):
+    from click.testing import CliRunner
+
+    from lorahub.cli import main
+    from lorahub.errors import NotFoundError
+    from lorahub.paths import lorahub_home
     from lorahub.training import train
     from lorahub.training.data import load_dataset
 
     with pytest.raises(TrainingError, match="data folder not found"):
         train(_cfg(tmp_path / "nope"))
+    with pytest.raises(NotFoundError, match="base model folder not found"):
+        train(_cfg(shapes, name="nobase", base=str(tmp_path / "no-base")))
+    (tmp_path / "not-a-pipeline").mkdir()
+    with pytest.raises(NotFoundError, match="no model_index.json"):
+        train(_cfg(shapes, name="nobase", base=str(tmp_path / "not-a-pipeline")))
+    assert not (lorahub_home() / "runs" / "nobase").exists()
+    out = CliRunner().invoke(main, ["train", "--data", str(shapes), "--base", "./gone/sd15"])
+    assert out.exit_code == 1 and "Traceback" not in out.output
+    assert "base model folder not found: ./gone/sd15" in out.output
     (tmp_path / "empty").mkdir()
     with pytest.raises(TrainingError, match="no images found"):
         load_dataset(tmp_path / "empty")
@@ -299,7 +329,10 @@ def test_cli_train_json_with_config_file(shapes, tmp_path):
 
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 1 and "already holds a trained adapter" in again.output
-    resume = CliRunner().invoke(main, [*args, "--resume"])  # a bare --resume means latest
+    resume = CliRunner().invoke(main, [*args, "--resume"])
+    assert resume.exit_code == 1 and "holds a finished run" in resume.output
+    fresh = [*args, "--name", "other-run", "--resume"]  # a bare --resume means latest
+    resume = CliRunner().invoke(main, fresh)
     assert resume.exit_code == 1 and "no checkpoint to resume" in resume.output
     bad = CliRunner().invoke(main, ["train", "--data", str(tmp_path / "missing"), "--json"])
     assert bad.exit_code == 1 and "data folder not found" in bad.output

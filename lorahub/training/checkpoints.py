@@ -18,19 +18,34 @@ from lorahub.errors import TrainingError
 
 STATE_FILE = "trainer_state.json"
 PREFIX = "step-"
-# Fields that must match for a checkpoint to be continued (the rest may change on resume).
-RESUME_KEYS = (
-    "base",
-    "rank",
-    "alpha",
-    "target_modules",
-    "use_dora",
-    "train_text_encoder",
-    "batch_size",
-    "gradient_accumulation_steps",
-    "seed",
-    "resolution",
-    "bucketing",
+# TrainConfig fields that may change when a run is resumed: where and how it is shown, how far it
+# goes, and how it computes (not what). Every other field, the training resolution and the data
+# set's hash must match the checkpoint, or the continued run would silently differ from the one
+# that was started (an optimizer's saved learning rate, for one, overrides a new --learning-rate).
+FREE_KEYS = frozenset(
+    {
+        "data",  # the folder may move; its content is checked by hash
+        "instance_prompt",  # changes captions, which the data set's hash covers
+        "name",
+        "output_dir",
+        "resume",
+        "force",
+        "register",
+        "tags",
+        "description",
+        "trigger_words",
+        "max_train_steps",
+        "checkpointing_steps",
+        "checkpoints_total_limit",
+        "validation_prompts",
+        "validation_steps",
+        "validation_inference_steps",
+        "validation_seed",
+        "dataloader_workers",
+        "cpu",
+        "mixed_precision",
+        "gradient_checkpointing",
+    }
 )
 
 
@@ -131,9 +146,19 @@ def read_state(checkpoint: Path) -> dict[str, Any]:
 
 
 def check_compatible(saved: dict[str, Any], config: dict[str, Any], checkpoint: Path) -> None:
-    """Refuse to continue a checkpoint made with different model or data settings."""
-    diffs = [k for k in RESUME_KEYS if saved.get(k) != config.get(k)]
+    """Refuse to continue a checkpoint made with different model, data or optimizer settings.
+
+    Only the settings the checkpoint recorded are compared, so a field added to TrainConfig
+    later does not make older checkpoints unresumable."""
+    diffs = [k for k in sorted(saved) if saved[k] != config.get(k)]
     if diffs:
+        shown = ", ".join(f"{k} ({_short(saved.get(k))} -> {_short(config.get(k))})" for k in diffs)
         raise TrainingError(
-            f"checkpoint {checkpoint.name} was made with different settings: {', '.join(diffs)}"
+            f"checkpoint {checkpoint.name} was made with different settings: {shown}; "
+            "resume with the same settings, or train anew with --force"
         )
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 24 else text[:12] + "..."

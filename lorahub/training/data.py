@@ -122,13 +122,17 @@ def _image_files(root: Path) -> list[Path]:
 
 
 def _image_size(path: Path) -> tuple[int, int] | None:
-    """The image's (width, height), or None if PIL cannot read it."""
+    """The image's (width, height), or None if PIL cannot read all of it.
+
+    The image is decoded once (verify alone passes a truncated JPEG), so a broken file is
+    reported here with every other bad file, not later in the middle of training."""
     from PIL import Image
 
     try:
         with Image.open(path) as img:
             img.verify()
         with Image.open(path) as img:
+            img.load()
             return img.size
     except Exception:  # PIL raises many kinds for a broken file
         return None
@@ -151,7 +155,11 @@ def _report(root: Path, unreadable: list[str], uncaptioned: list[str], other: li
 
 
 def _build(
-    root: Path, kind: str, pairs: list[tuple[Path, str | None]], instance: str | None
+    root: Path,
+    kind: str,
+    pairs: list[tuple[Path, str | None]],
+    instance: str | None,
+    other: list[str] | None = None,
 ) -> DataSet:
     """Check every (image, caption) pair and make the examples, or report every bad file."""
     unreadable, uncaptioned, examples = [], [], []
@@ -165,24 +173,29 @@ def _build(
             uncaptioned.append(name)
         if size is not None and text:
             examples.append(Example(name, text.strip(), size, path=path))
-    _report(root, unreadable, uncaptioned, [])
+    _report(root, unreadable, uncaptioned, other or [])
     if not examples:
         raise TrainingError(f"no images found in {root} (looked for {', '.join(IMAGE_EXTS)})")
     return DataSet(root, kind, examples)
 
 
 def _load_captioned(root: Path, instance: str | None) -> DataSet:
-    pairs = []
+    pairs: list[tuple[Path, str | None]] = []
+    unreadable: list[str] = []
     for path in _image_files(root):
         txt = path.with_suffix(".txt")
-        pairs.append((path, txt.read_text(errors="replace") if txt.exists() else None))
-    return _build(root, "captions", pairs, instance)
+        try:
+            pairs.append((path, txt.read_text(errors="replace") if txt.exists() else None))
+        except OSError:  # a caption that is a folder, or not readable by this user
+            unreadable.append(txt.relative_to(root).as_posix())
+    bad = [f"{name} (unreadable caption)" for name in unreadable]
+    return _build(root, "captions", pairs, instance, bad)
 
 
 def _load_metadata(root: Path, instance: str | None) -> DataSet:
     captions: dict[str, str] = {}
     problems = []
-    for n, line in enumerate((root / "metadata.jsonl").read_text().splitlines(), 1):
+    for n, line in enumerate((root / "metadata.jsonl").read_text(errors="replace").splitlines(), 1):
         if not line.strip():
             continue
         try:

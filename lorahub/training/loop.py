@@ -8,6 +8,7 @@ final weights path or the registry until every step has run.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import time
@@ -38,6 +39,7 @@ from lorahub.training.samples import before_after_grid, render_samples
 from lorahub.training.setup import (
     Models,
     add_lora,
+    check_base,
     load_models,
     make_accelerator,
     make_lr_scheduler,
@@ -85,6 +87,7 @@ class Run:
     lr_scheduler: Any = None
     caches: Caches | None = None
     warnings: list[str] = field(default_factory=list)
+    dataset_hash: str = ""
 
     @property
     def size(self) -> tuple[int, int]:
@@ -121,13 +124,26 @@ def train(config: TrainConfig, progress: Progress = None) -> TrainResult:
 def setup_run(cfg: TrainConfig) -> Run:
     """Check data and run folder, load the base, add LoRA, build optimizer and schedule."""
     data = load_dataset(cfg.data, cfg.instance_prompt)
+    check_base(cfg.base)
     name = check_name(cfg.name or run_name(data.root), "adapter name")
     out = Path(cfg.output_dir).expanduser() if cfg.output_dir else lorahub_home() / "runs" / name
+    created = not out.exists()
     prepare_output_dir(out, cfg)
-    if cfg.resume:
-        C.find_checkpoint(out, cfg.resume)  # fail before loading anything
-    if cfg.register:
-        O.check_not_registered(name, cfg.force)
+    try:
+        if cfg.resume:
+            C.find_checkpoint(out, cfg.resume)  # fail before loading anything
+        if cfg.register:
+            O.check_not_registered(name, cfg.force)
+        return load_run(cfg, data, name, out)
+    except BaseException:
+        if created:  # a run that never started leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+
+
+def load_run(cfg: TrainConfig, data: DataSet, name: str, out: Path) -> Run:
+    """Load the base, add LoRA, build optimizer and schedule (the run folder exists)."""
     accelerator, warnings = make_accelerator(cfg, out)
     m = load_models(cfg, accelerator)
     resolution, layout_warning = fit_resolution(
@@ -136,7 +152,7 @@ def setup_run(cfg: TrainConfig) -> Run:
     warnings += layout_warning
     layout, train_idx, held = make_layout(data, cfg, resolution, m.latent_multiple)
     run = Run(cfg, name, out, data, accelerator, m, layout, train_idx, held or train_idx[:EVAL_IMAGES],
-              resolution, warnings=warnings)  # fmt: skip
+              resolution, warnings=warnings, dataset_hash=data.digest())  # fmt: skip
     from accelerate.utils import set_seed
 
     set_seed(cfg.seed)  # LoRA's gaussian init draws from the global generators
@@ -168,6 +184,11 @@ def fit_resolution(resolution: int, multiple: int) -> tuple[int, list[str]]:
 def prepare_output_dir(out: Path, cfg: TrainConfig) -> None:
     """Refuse to overwrite a finished run or silently restart one with checkpoints."""
     if cfg.resume:
+        if (out / O.WEIGHTS_NAME).exists() and not cfg.force:
+            raise TrainingError(
+                f"{out} holds a finished run (its {O.WEIGHTS_NAME}): nothing to resume; "
+                "train anew with --force, or under another --name"
+            )
         return
     if (out / O.WEIGHTS_NAME).exists() and not cfg.force:
         raise AlreadyExistsError(
@@ -197,9 +218,10 @@ def make_layout(
 
 def fingerprint(run: Run) -> dict[str, Any]:
     """The settings a checkpoint must share with the run that continues it."""
-    values = {k: getattr(run.cfg, k) for k in C.RESUME_KEYS}
+    values = {k: v for k, v in run.cfg.to_json().items() if k not in C.FREE_KEYS}
     values["resolution"] = run.resolution
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+    values["dataset_hash"] = run.dataset_hash
+    return values
 
 
 def resume(run: Run, where: str) -> tuple[RunState, int]:
@@ -381,7 +403,7 @@ def run_facts(run: Run, state: RunState, started: float) -> dict[str, Any]:
         "num_images": len(run.train_idx),
         "resolution": run.size,
         "mixed_precision": run.accelerator.mixed_precision,
-        "dataset_hash": run.data.digest(),
+        "dataset_hash": run.dataset_hash,
         "dataset_name": run.data.root.name,
         "dataset_path": run.data.root.resolve(),
         "tag_frequency": run.data.tag_frequency(),

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lorahub.errors import TrainingError
+from lorahub.errors import NotFoundError, TrainingError
 from lorahub.training.config import TEXT_TARGETS, TrainConfig
 
 
@@ -70,6 +70,24 @@ def make_accelerator(cfg: TrainConfig, output_dir: Path) -> tuple[Any, list[str]
     return accelerator, warnings
 
 
+def check_base(base: str) -> None:
+    """Fail early, in one line, on a base that names a missing or non-diffusers folder."""
+    from lorahub.tiny import is_tiny
+
+    if is_tiny(base):
+        return
+    path = Path(base).expanduser()
+    if path.exists():
+        if not (path / "model_index.json").is_file():
+            raise NotFoundError(
+                f"base {base}: not a diffusers pipeline folder (no model_index.json)"
+            )
+        return
+    # A Hub id is `owner/name`; anything else that looks like a path must exist.
+    if base.startswith(("/", ".", "~")) or base.count("/") > 1 or "\\" in base:
+        raise NotFoundError(f"base model folder not found: {base}")
+
+
 def load_models(cfg: TrainConfig, accelerator: Any) -> Models:
     """Load the base pipeline, freeze it, and move it to the accelerator's device and dtype."""
     import torch
@@ -80,8 +98,12 @@ def load_models(cfg: TrainConfig, accelerator: Any) -> Models:
 
     quiet_diffusers()
     device = accelerator.device
-    pipe = load_pipeline(cfg.base, device=str(device), dtype="fp32")
-    scheduler = DDPMScheduler.from_pretrained(resolve_base(cfg.base), subfolder="scheduler")
+    try:
+        pipe = load_pipeline(cfg.base, device=str(device), dtype="fp32")
+        scheduler = DDPMScheduler.from_pretrained(resolve_base(cfg.base), subfolder="scheduler")
+    except (OSError, ValueError) as exc:  # diffusers' own words for a missing or odd base
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NotFoundError(f"cannot load base model {cfg.base!r}: {first}") from None
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
         accelerator.mixed_precision, torch.float32
     )
