@@ -62,7 +62,7 @@ def load_pipeline(base: str, *, device: str | None = None, dtype: str | None = N
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     try:
         pipe = DiffusionPipeline.from_pretrained(source, **kwargs)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # diffusers raises ValueError for some bad folders/ids
         raise NotFoundError(
             f"cannot load base model {base!r}: {str(exc).splitlines()[0]}"
         ) from None

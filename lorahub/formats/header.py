@@ -189,15 +189,21 @@ def canonicalize_header(path: str | os.PathLike[str]) -> Path:
     safetensors writes `__metadata__` from a hash map, so the same tensors and metadata can give
     different bytes from run to run; lorahub's files must be byte-stable (hashes, idempotent push).
     """
+    import shutil
+
+    from lorahub.fileio import atomic_path
+
     path = Path(path)
-    raw = path.read_bytes()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8 : 8 + n])
-    meta = header.pop("__metadata__", None)
-    ordered = dict(sorted(header.items(), key=lambda kv: (kv[1]["data_offsets"][0], kv[0])))
-    if meta is not None:
-        ordered = {"__metadata__": dict(sorted(meta.items())), **ordered}
-    text = json.dumps(ordered, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n :])
+    with open(path, "rb") as src:
+        (n,) = struct.unpack("<Q", src.read(8))
+        header = json.loads(src.read(n))
+        meta = header.pop("__metadata__", None)
+        ordered = dict(sorted(header.items(), key=lambda kv: (kv[1]["data_offsets"][0], kv[0])))
+        if meta is not None:
+            ordered = {"__metadata__": dict(sorted(meta.items())), **ordered}
+        text = json.dumps(ordered, separators=(",", ":")).encode()
+        text += b" " * (-len(text) % 8)
+        with atomic_path(path, suffix=".safetensors") as tmp, open(tmp, "wb") as dst:
+            dst.write(struct.pack("<Q", len(text)) + text)
+            shutil.copyfileobj(src, dst, 1 << 20)  # tensor bytes streamed, never all in memory
     return path
