@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +100,9 @@ def adapter_table(title: str, records: list[Any], width: int | None = None) -> N
         if fixed(cols) + natural["name"] + tags_need <= out.width:
             break
         cols.remove(col)
-    name_width = max(10, min(natural["name"], out.width - fixed(cols) - tags_need))
+    name_width = max(
+        min(natural["name"], 10), min(natural["name"], out.width - fixed(cols) - tags_need)
+    )
     tags_width = max(4, min(natural["tags"], out.width - fixed(cols) - name_width))
     t = Table(
         title=title, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False,
@@ -173,6 +177,11 @@ def scan(folder: Path, no_hash: bool, trust_pickle: bool, as_json: bool) -> None
     _print_scan(report, no_hash)
 
 
+def _under(root: str, path: str) -> str:
+    """`path` relative to `root` when it lies below it."""
+    return os.path.relpath(path, root) if path.startswith(root.rstrip(os.sep) + os.sep) else path
+
+
 def _print_scan(report: Any, no_hash: bool) -> None:
     counts = [
         (k, len(getattr(report, k)))
@@ -186,9 +195,12 @@ def _print_scan(report: Any, no_hash: bool) -> None:
     kinds: tuple[str, ...] = ("new", "changed", "moved", "missing", "errors", "skipped")
     if len(report.new) > SCAN_LIST_LIMIT:  # a first scan of a big folder: the counts say enough
         kinds = kinds[1:]
-    rows = [(k, i.name or "", i.path, i.detail or "") for k in kinds for i in getattr(report, k)]
+    rel = functools.partial(_under, report.root)  # the title names the root: paths below it
+    rows = [
+        (k, i.name or "", rel(i.path), i.detail or "") for k in kinds for i in getattr(report, k)
+    ]
     rows += [
-        ("duplicate", i.name or "", i.path, f"tensor hash {i.detail}")
+        ("duplicate", i.name or "", rel(i.path), f"tensor hash {i.detail}")
         for g in report.duplicates
         for i in g
     ]
