@@ -267,7 +267,7 @@ def show(ref: str, as_json: bool) -> None:
                 e.relation,
                 f"{e.parent_kind} {e.parent_label or e.parent_id}",
                 f"{e.child_kind} {e.child_label or e.child_id}",
-                _text(e.details),
+                _brief(e.details),
             )
             for e in edges
         ]
@@ -278,6 +278,32 @@ def show(ref: str, as_json: bool) -> None:
             ["repo", "revision", "commit", "url"],
             [(p.repo, p.revision, p.commit_sha or "", p.url or "") for p in record.publications],
         )
+
+
+def _brief(details: Any, limit: int = 10) -> str:
+    """Lineage details for people: scalar facts, nested ones dotted; lists counted (`--json` has all)."""
+    if not isinstance(details, dict):
+        return _text(details)
+    parts: list[str] = []
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}{k}.", v)
+        elif isinstance(value, list):
+            parts.append(f"{prefix[:-1]}: {len(value)} item(s)")
+        elif value is not None:
+            parts.append(
+                f"{prefix[:-1]}={value:.4g}"
+                if isinstance(value, float)
+                else f"{prefix[:-1]}={value}"
+            )
+
+    walk("", details)
+    key_facts = ("method", "rank", "error", "weight", "relation", "base", "steps", "repo")
+    parts.sort(key=lambda p: not any(k in p.split("=")[0] for k in key_facts))  # stable
+    more = f"; … {len(parts) - limit} more (--json)" if len(parts) > limit else ""
+    return "; ".join(parts[:limit]) + more
 
 
 def _text(value: Any) -> str:

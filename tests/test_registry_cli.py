@@ -123,3 +123,13 @@ def test_add_peft_folder_as_one_adapter(tmp_path: Path) -> None:
     assert [a["name"] for a in added] == ["peft-one"] and added[0]["managed"]
     assert (Path(added[0]["path"]).parent / "adapter_config.json").is_file()
     assert "apply to a single file" in run("add", tmp_path, "--name", "x", ok=False)
+
+
+def test_show_summarises_lineage_details() -> None:
+    from lorahub.cli.registry_cmds import _brief
+
+    details = {"method": "svd", "overall_rel_error": 0.123456, "modules": [{"name": "m"}] * 500,
+               "input": {"name": "a", "weight": 0.7}}  # fmt: skip
+    text = _brief(details)
+    assert text.startswith("method=svd") and "overall_rel_error=0.1235" in text
+    assert "modules: 500 item(s)" in text and '"name"' not in text
