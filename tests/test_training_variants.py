@@ -296,8 +296,14 @@ def test_config_files_and_bad_options(tmp_path):
     cfg = config_from_dict(load_config_file(toml))
     assert (cfg.rank, cfg.target_modules, cfg.lora_alpha) == (8, ("to_q", "to_v"), 8.0)
     yml = tmp_path / "run.yaml"
-    yml.write_text("data: d\nalpha: 2\nvalidation_prompts: [a, b]\n")
-    assert config_from_dict(load_config_file(yml)).validation_prompts == ("a", "b")
+    yml.write_text("data: d\nalpha: 2\nvalidation_prompts: [a, b]\nlearning-rate: 1e-4\n")
+    from_yaml = config_from_dict(load_config_file(yml))  # PyYAML reads 1e-4 as a string
+    assert from_yaml.validation_prompts == ("a", "b") and from_yaml.learning_rate == 1e-4
+    assert config_from_dict({"random_flip": "no", "rank": "8"}).random_flip is False
+    for bad, says in (({"rank": "four"}, "rank must be an integer"), ({"rank": 1.5}, "integer"),
+                      ({"random_flip": "maybe"}, "true or false"), ({"max_train_steps": None}, "integer")):  # fmt: skip
+        with pytest.raises(InvalidInputError, match=says):
+            config_from_dict(bad)
     with pytest.raises(InvalidInputError, match="unknown training option"):
         config_from_dict({"rnak": 4})
     with pytest.raises(InvalidInputError, match="mixed_precision"):

@@ -90,7 +90,10 @@ class TrainConfig:
     resume: str | None = _f(None, "Resume from `latest` or a checkpoint folder.")
 
     def __post_init__(self) -> None:
-        check_config(self)
+        try:
+            check_config(self)
+        except TypeError as exc:  # a value of the wrong type, passed in code
+            raise InvalidInputError(f"invalid training config: {exc}") from None
 
     @property
     def lora_alpha(self) -> float:
@@ -134,17 +137,60 @@ def check_config(cfg: TrainConfig) -> None:
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
+TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+EXPECTED = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string"}
+
+
 def _coerce(name: str, value: Any) -> Any:
-    """Turn a file or CLI value into the field's type (tuples from lists or separated strings)."""
+    """Turn a file or CLI value into the field's type (tuples from lists or separated strings).
+
+    Numbers may come as strings (PyYAML reads `1e-4` as one), booleans as true/false/yes/no;
+    anything else of the wrong type is an InvalidInputError naming the option."""
     f = FIELDS[name]
     sep = f.metadata.get("sep")
     if sep and value is not None:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(sep) if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise _wrong(name, "a list", value)
         return tuple(str(v) for v in value)
     if isinstance(value, Path):
         return str(value)
-    return value
+    kind = str(f.type).replace(" | None", "")
+    if value is None:
+        if "None" in str(f.type):
+            return None
+        raise _wrong(name, EXPECTED.get(kind, f"a {kind}"), value)
+    try:
+        return _convert(kind, value)
+    except (ValueError, TypeError):
+        raise _wrong(name, EXPECTED.get(kind, f"a {kind}"), value) from None
+
+
+def _convert(kind: str, value: Any) -> Any:
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in TRUE or text in FALSE:
+            return text in TRUE
+        raise ValueError(value)
+    if isinstance(value, bool) or isinstance(value, (list, dict)):
+        raise TypeError(value)
+    if kind == "int":
+        number = float(value)
+        if not number.is_integer():
+            raise ValueError(value)
+        return int(number)
+    if kind == "float":
+        return float(value)
+    return str(value)
+
+
+def _wrong(name: str, expected: str, value: Any) -> InvalidInputError:
+    return InvalidInputError(
+        f"invalid training config: {name.replace('_', '-')} must be {expected} (got {value!r})"
+    )
 
 
 def config_from_dict(data: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
