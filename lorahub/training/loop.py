@@ -150,6 +150,10 @@ def load_run(cfg: TrainConfig, data: DataSet, name: str, out: Path) -> Run:
         cfg.resolution or m.default_resolution, m.latent_multiple
     )
     warnings += layout_warning
+    if cfg.cache_latents and not cfg.center_crop:
+        warnings.append(
+            "--cache-latents encodes each image once, so it uses centre crops (random crop is off)"
+        )
     layout, train_idx, held = make_layout(data, cfg, resolution, m.latent_multiple)
     run = Run(cfg, name, out, data, accelerator, m, layout, train_idx, held or train_idx[:EVAL_IMAGES],
               resolution, warnings=warnings, dataset_hash=data.digest())  # fmt: skip
