@@ -28,15 +28,23 @@ from tests.web_browser import (
 
 EVIL_TRIGGERS = '<script>window.__xss=1</script>, <img src=x onerror="alert(2)">'
 EVIL_DESCRIPTION = "<b>bold</b><script>window.__xss=3</script><img src=x onerror=alert(4)>"
+EVIL_DETAIL = "<img src=x onerror=alert(6)>"
+EVIL_MIX = "<script>window.__xss=5</script>dusk"
+EVIL_TAG = "<img/src=x/onerror=window.__xss=7>"  # a valid tag: no spaces, no commas
 PROMPT = "a castle on a hill"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
-    """Four adapters (one with a trained-with preview, one with markup in its metadata) and a server."""
+    """Four adapters (one with a trained-with preview, one with markup in its metadata) and a server.
+
+    pixel-art has lineage and a publication; `evil` has markup in its file's metadata, in a
+    lineage edge's details and in the description of a mix that uses it.
+    """
     require_browser()
     from lorahub.examples import ExampleAdapter, write_example_adapter
     from lorahub.registry import Registry
+    from lorahub.types import MixMember
 
     home = tmp_path_factory.mktemp("web-home")
     files = tmp_path_factory.mktemp("web-files")
@@ -54,6 +62,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
     with patched_env(LORAHUB_HOME=str(home)), Registry() as registry:
         registry.add_adapter(evil, name="evil", tags=["untrusted"])
         registry.set_preview("watercolor", trained_with_image(files / "sample.png"))
+        for parent, weight in (("watercolor", 0.6), ("neon-light", 0.4)):
+            details = {"method": "svd", "rank": 4, "input": {"name": parent, "weight": weight}}
+            registry.add_lineage("adapter", "pixel-art", "adapter", parent, "merged-from", details)
+        url = "https://huggingface.co/alice/pixel-art"
+        registry.record_publication("pixel-art", "alice/pixel-art", "main", "0123456789abcdef", url)
+        registry.add_lineage(
+            "adapter", "evil", "dataset", "/data/evil", "trained-from", {"note": EVIL_DETAIL}
+        )
+        registry.create_mix("evil-mix", [MixMember("evil", 0.5)], description=EVIL_MIX)
     with run_server(home) as running:
         yield running
 
@@ -97,6 +114,36 @@ def test_gallery_lists_registered_adapters_with_previews(server: WebServer, brow
     assert css(browser, '#gallery li[data-ref="neon-light"] .placeholder[role="img"]')
     link = css(browser, '#gallery li[data-ref="neon-light"] a.card-link')[0]
     assert link.get_attribute("href").endswith("#/adapter/neon-light")
+    assert css(browser, '#gallery li[data-ref="neon-light"] .card-tags')[0].text == "lighting"
+    script = "return performance.getEntriesByType('resource').map((e) => e.name)"
+    fetched = browser.execute_script(script)
+    assert any("/app.css" in u for u in fetched) and any("/v1/adapters" in u for u in fetched)
+    assert [u for u in fetched if not u.startswith(server.url + "/")] == []  # no CDN, no network
+
+
+def test_adapter_view_shows_inspect_facts_lineage_and_publications(
+    server: WebServer, browser: Any
+) -> None:
+    open_page(browser, server, "#/adapter/pixel-art")
+    lineage = wait(browser, lambda d: css(d, "#adapter-lineage li"))
+    assert len(lineage) == 2 and "merged-from" in lineage[0].text
+    summaries = [s.text for s in css(browser, "#adapter-lineage details summary")]
+    assert summaries == ["input.weight=0.6; method=svd; rank=4; input.name=watercolor",
+                         "input.weight=0.4; method=svd; rank=4; input.name=neon-light"]  # fmt: skip
+    parent = css(browser, '#adapter-lineage a[href="#/adapter/watercolor"]')
+    assert parent
+    body = css(browser, "#adapter-detail")[0].text
+    record = server.get("/v1/adapters/pixel-art")["adapter"]
+    for fact in ("Format", "Network type", "Components", "Rank summary", "Alpha", "Dtype",
+                 "Parameters", "Modules", "Targets", "Base evidence", "SHA-256", "AutoV3"):  # fmt: skip
+        assert fact in body, fact
+    assert record["autov3"] and record["autov3"] in body
+    assert record["path"] in body and f"{record['param_count']:,}" in body
+    repo = css(browser, 'a[href="https://huggingface.co/alice/pixel-art"]')[0]
+    assert repo.text == "alice/pixel-art" and "0123456789ab" in body
+    parent[0].click()  # lineage links open the parent
+    wait(browser, lambda d: css(d, "#adapter-title")[0].text == "watercolor")
+    assert "pixel-art" in css(browser, "#adapter-lineage")[0].text  # and its child
 
 
 def test_keyboard_reaches_and_opens_a_card(server: WebServer, browser: Any) -> None:
@@ -276,7 +323,38 @@ def test_markup_from_file_metadata_is_shown_as_text(server: WebServer, browser: 
     chips = [li.text for li in css(browser, "#adapter-triggers li")]
     assert chips == ["<script>window.__xss=1</script>", '<img src=x onerror="alert(2)">']
     assert css(browser, "#adapter-description")[0].text == EVIL_DESCRIPTION
+    summary = css(browser, "#adapter-lineage details summary")[0]
+    assert summary.text == f"note={EVIL_DETAIL}"
+    summary.click()
+    assert EVIL_DETAIL in css(browser, "#adapter-lineage details pre")[0].text
+    css(browser, ".detail-section details summary")[-1].click()  # the raw metadata table
+    assert EVIL_DESCRIPTION in css(browser, "table.kv")[-1].text
     assert_nothing_injected(browser)
+
+
+def test_markup_in_tags_mixes_and_errors_is_shown_as_text(server: WebServer, browser: Any) -> None:
+    open_page(browser, server, "#/adapter/evil")
+    wait(browser, lambda d: css(d, "#tag-input"))[0].send_keys(EVIL_TAG + "\n")
+    wait(
+        browser,
+        lambda d: EVIL_TAG in [li.get_attribute("data-tag") for li in css(d, "#adapter-tags li")],
+    )
+    assert EVIL_TAG in css(browser, "#adapter-tags")[0].text
+    assert "evil" in [r["name"] for r in server.cli("list", "--tag", EVIL_TAG)]
+    css(browser, "#tag-input")[0].send_keys("<b>no spaces</b>\n")  # refused: the message quotes it
+    notice = wait(browser, lambda d: [n for n in css(d, "#notice.error") if n.is_displayed()])[0]
+    assert "<b>no spaces</b>" in notice.text
+    assert_nothing_injected(browser)
+    open_page(browser, server)
+    wait(browser, lambda d: EVIL_TAG in option_values(d, "#filter-tag"))
+    card = css(browser, '#gallery li[data-ref="evil"] .card-tags')[0]
+    assert EVIL_TAG in card.text
+    assert_nothing_injected(browser)
+    open_page(browser, server, "#/mix")
+    saved = wait(browser, lambda d: css(d, '#mix-list li[data-mix="evil-mix"]'))[0]
+    assert EVIL_MIX in saved.text
+    assert_nothing_injected(browser)
+    server.cli("untag", "evil", EVIL_TAG)
 
 
 def test_page_scripts_never_parse_markup() -> None:
@@ -289,6 +367,8 @@ def test_page_scripts_never_parse_markup() -> None:
         "document.write",
         "eval(",
         "new Function",
+        "DOMParser",
+        "createContextualFragment",
     )
     scripts = sorted(static.glob("*.js"))
     assert scripts
@@ -306,9 +386,11 @@ def test_page_scripts_never_parse_markup() -> None:
     reason="set LORAHUB_SCREENSHOTS=DIR to take screenshots",
 )
 def test_screenshots(server: WebServer, browser: Any) -> None:
-    """Writes gallery.png and mix.png (1280x900) into $LORAHUB_SCREENSHOTS (docs/screenshots in the repo)."""
+    """Writes gallery.png, adapter.png and mix.png (1280x900) into $LORAHUB_SCREENSHOTS (docs/screenshots)."""
     out = Path(os.environ["LORAHUB_SCREENSHOTS"])
     out.mkdir(parents=True, exist_ok=True)
+    if "evil-mix" in [m["name"] for m in server.cli("mix", "list")]:
+        server.cli("mix", "rm", "evil-mix")
     for ref in ("neon-light", "pixel-art", "evil"):
         request = urllib.request.Request(
             f"{server.url}/v1/adapters/{ref}/preview", data=b'{"seed": 0}', method="POST",
@@ -319,6 +401,10 @@ def test_screenshots(server: WebServer, browser: Any) -> None:
     wait(browser, lambda d: len(css(d, "#gallery img.preview")) == 4)
     time.sleep(0.5)
     browser.save_screenshot(str(out / "gallery.png"))
+    open_page(browser, server, "#/adapter/pixel-art")
+    wait(browser, lambda d: css(d, "#detail-thumb img.preview") and css(d, "#adapter-lineage"))
+    time.sleep(0.5)
+    browser.save_screenshot(str(out / "adapter.png"))
     compose(browser, server, ["watercolor", "neon-light", "pixel-art"])
     rows = css(browser, "#mix-members input[type=number]")
     for field, value in zip(rows, ("0.8", "0.45", "-0.3"), strict=True):
@@ -333,6 +419,5 @@ def test_screenshots(server: WebServer, browser: Any) -> None:
     browser.execute_script("window.scrollTo(0, 0); document.activeElement.blur()")
     time.sleep(0.5)
     browser.save_screenshot(str(out / "mix.png"))
-    assert (out / "gallery.png").stat().st_size > 10_000 and (
-        out / "mix.png"
-    ).stat().st_size > 10_000
+    for name in ("gallery.png", "adapter.png", "mix.png"):
+        assert (out / name).stat().st_size > 10_000, name

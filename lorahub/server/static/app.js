@@ -33,11 +33,19 @@ function showNotice(message, isError) {
   if (!isError) noticeTimer = setTimeout(() => { box.hidden = true; }, 4000);
 }
 
+function decode(part) {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    return part; // a stray "%" in a typed URL: use the text as it is
+  }
+}
+
 /** Parse the hash into a route: {view, ref?, mix?, add?}. */
 export function parseRoute(hash) {
   const raw = (hash || "").replace(/^#\/?/, "");
   const [path, queryString] = raw.split("?");
-  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  const parts = path.split("/").filter(Boolean).map(decode);
   const params = new URLSearchParams(queryString || "");
   if (parts[0] === "adapter" && parts[1]) return { view: "adapter", ref: parts[1] };
   if (parts[0] === "mix") return { view: "mix", mix: parts[1] || null, add: params.get("add") };

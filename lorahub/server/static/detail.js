@@ -37,13 +37,16 @@ function draw(root, data, showError, notify) {
         h("h2", {}, "Tags"),
         tagEditor(a, refresh, showError, notify),
         h("p", {}, h("a", { class: "button", href: `#/mix?add=${encodeURIComponent(a.ref)}` }, "Add to a mix")))),
-    section("File", defs(fileFacts(a))),
-    section("Hashes", defs(hashFacts(a), "facts mono")),
+    h("div", { class: "detail-columns" },
+      h("div", {},
+        section("File", defs(fileFacts(a))),
+        section("Hashes", defs(hashFacts(a), "facts mono"))),
+      h("div", {},
+        section("Lineage", lineage(data.lineage)),
+        section("Publications", publications(data.publications)),
+        section("Mixes using it", mixLinks(data.mixes || [])))),
     section("Training metadata", summaryFacts(a.summary)),
     section("Raw metadata", rawMetadata(a.metadata)),
-    section("Lineage", lineage(data.lineage)),
-    section("Publications", publications(data.publications)),
-    section("Mixes using it", mixLinks(data.mixes || [])),
   );
   if (a.preview) {
     previewUrl(a.ref).then((url) => {
@@ -67,7 +70,7 @@ function fileFacts(a) {
     ["Format", a.format],
     ["Network type", a.network_type],
     ["Base family", a.base_family],
-    ["Base evidence", a.base_evidence],
+    ["Base evidence", (a.base_evidence || []).join("; ")],
     ["Base conflict", a.base_conflict],
     ["Components", a.components],
     ["Rank", a.rank_min !== a.rank_max ? `${a.rank} (from ${a.rank_min} to ${a.rank_max})` : a.rank],
@@ -111,9 +114,47 @@ function clip(value) {
 
 function lineage(edges) {
   if (!edges || !edges.length) return h("p", { class: "muted" }, "No recorded parents or children.");
-  return h("ul", { class: "plain" }, edges.map((e) => h("li", {},
+  return h("ul", { id: "adapter-lineage", class: "plain lineage" }, edges.map((e) => h("li", {},
     node(e.child), " ", h("span", { class: "relation" }, e.relation), " ", node(e.parent),
-    e.created_at ? h("span", { class: "muted" }, ` (${e.created_at})`) : null)));
+    e.created_at ? h("span", { class: "muted" }, " (", stamp(e.created_at), ")") : null,
+    lineageDetails(e.details))));
+}
+
+/** An edge's details: the key facts on one line (as `lorahub show` gives them), everything on demand. */
+function lineageDetails(details) {
+  if (details === null || details === undefined) return null;
+  if (typeof details === "object" && !Array.isArray(details) && !Object.keys(details).length) return null;
+  return h("details", { class: "lineage-details" },
+    h("summary", {}, briefDetails(details)),
+    h("pre", {}, JSON.stringify(details, null, 2)));
+}
+
+const KEY_FACTS = ["method", "rank", "error", "weight", "relation", "base", "steps", "repo"];
+
+/** Scalar facts (nested keys dotted, lists counted), key facts first, at most `limit`. */
+export function briefDetails(details, limit = 6) {
+  if (typeof details !== "object" || details === null || Array.isArray(details)) return clip(text(details));
+  const parts = [];
+  const walk = (prefix, value) => {
+    if (value !== null && typeof value === "object" && !Array.isArray(value)) {
+      for (const [k, v] of Object.entries(value)) walk(`${prefix}${k}.`, v);
+    } else if (Array.isArray(value)) {
+      parts.push(`${prefix.slice(0, -1)}: ${value.length} item${value.length === 1 ? "" : "s"}`);
+    } else if (value !== null && value !== undefined) {
+      const shown = typeof value === "number" && !Number.isInteger(value) ? String(Number(value.toPrecision(4))) : String(value);
+      parts.push(`${prefix.slice(0, -1)}=${shown}`);
+    }
+  };
+  walk("", details);
+  const key = (p) => KEY_FACTS.some((k) => p.split("=")[0].includes(k));
+  const sorted = [...parts.filter(key), ...parts.filter((p) => !key(p))];
+  const more = sorted.length > limit ? `; … ${sorted.length - limit} more` : "";
+  return clip(sorted.slice(0, limit).join("; ") + more || "details");
+}
+
+/** An ISO time as "YYYY-MM-DD HH:MM" (UTC, as stored), the full value in `datetime`. */
+function stamp(iso) {
+  return h("time", { datetime: iso, title: iso }, String(iso).slice(0, 16).replace("T", " "));
 }
 
 function node(n) {
@@ -130,7 +171,7 @@ function publications(pubs) {
       const href = p.url ? safeHref(p.url) : null;
       return h("tr", {},
         h("td", {}, href ? h("a", { href, rel: "noopener noreferrer" }, p.repo) : p.repo),
-        h("td", {}, p.revision), h("td", {}, h("code", {}, (p.commit_sha || "—").slice(0, 12))), h("td", {}, p.created_at));
+        h("td", {}, p.revision), h("td", {}, h("code", {}, (p.commit_sha || "—").slice(0, 12))), h("td", {}, stamp(p.created_at)));
     })));
 }
 

@@ -103,7 +103,9 @@ export function card(a) {
         " · ",
         h("span", {}, a.network_type || ""),
       ),
-      h("div", { class: "card-tags", "aria-label": "Tags" }, chips(a.tags, "chip tag")),
+      a.tags.length
+        ? h("div", { class: "card-tags", "aria-label": "Tags" }, chips(a.tags, "chip tag"))
+        : h("p", { class: "card-tags muted small" }, "No tags"),
       a.trigger_words.length
         ? h("p", { class: "triggers" }, h("span", { class: "muted" }, "Triggers: "),
             h("span", { class: "trigger-text" }, a.trigger_words.join(", ")))

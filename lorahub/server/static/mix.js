@@ -93,13 +93,23 @@ function memberRow(m) {
   return h("li", { class: "member", dataset: { ref: m.ref } },
     h("div", { class: "member-name" },
       h("a", { href: `#/adapter/${encodeURIComponent(m.ref)}` }, m.ref),
-      known ? h("span", { class: "muted member-meta" }, `${known.base_family} · rank ${known.rank ?? "?"}`) : null),
+      h("span", { class: "muted member-meta" }, memberMeta(m, known))),
     h("label", { for: rangeId, class: "visually-hidden" }, `Weight of ${m.ref} (slider)`),
     range,
     h("label", { for: numberId, class: "visually-hidden" }, `Weight of ${m.ref}`),
     number,
     h("button", { type: "button", class: "secondary small", "aria-label": `Remove ${m.ref} from the mix`,
       on: { click: () => removeMember(m.ref) } }, "Remove"));
+}
+
+/** Base and rank, plus the text-encoder and block weights a loaded mix keeps (not editable here). */
+function memberMeta(m, known) {
+  const parts = known ? [known.base_family, `rank ${known.rank ?? "?"}`] : ["not in the registry"];
+  if (m.te_weight !== null && m.te_weight !== undefined) parts.push(`text encoder ${m.te_weight}`);
+  if (m.block_weights) {
+    parts.push(`blocks ${Object.entries(m.block_weights).map(([b, w]) => `${b}:${w}`).join(",")}`);
+  }
+  return parts.join(" · ");
 }
 
 function removeMember(ref) {

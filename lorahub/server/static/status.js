@@ -42,8 +42,12 @@ function draw(s) {
 
 function resident(items) {
   if (!items || !items.length) return h("p", { class: "muted" }, "None resident.");
-  return h("ul", { id: "resident-list", class: "chips" }, items.map((item) => h("li", { class: "chip" },
-    typeof item === "object" && item !== null ? (item.name ?? item.ref ?? text(item)) : String(item))));
+  return h("ul", { id: "resident-list", class: "chips" }, items.map((item) => {
+    if (typeof item !== "object" || item === null) return h("li", { class: "chip" }, String(item));
+    const label = item.name ?? item.ref ?? text(item);
+    return h("li", { class: item.active ? "chip active" : "chip" }, label,
+      item.active ? h("span", { class: "muted" }, " (active)") : null);
+  }));
 }
 
 function recent(items) {
