@@ -6,6 +6,7 @@ import contextlib
 import datetime
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,24 @@ def connect(path: Path) -> sqlite_utils.Database:
     db = sqlite_utils.Database(conn, execute_plugins=False)
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA foreign_keys=ON")
-    if db.journal_mode != "wal":
-        db.enable_wal()
+    _enable_wal(db)
     conn.execute("PRAGMA synchronous=NORMAL")
     return db
+
+
+def _enable_wal(db: sqlite_utils.Database) -> None:
+    """Switch to WAL, retrying: the switch needs an exclusive lock, and SQLite answers SQLITE_BUSY
+    at once (without the busy handler) while another process is creating the same new file."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            if db.journal_mode != "wal":
+                db.enable_wal()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 @contextlib.contextmanager
