@@ -29,7 +29,7 @@ def demo(as_json: bool) -> None:
     training = result.extras.get("training", {})
     if training:
         info(
-            f"trained {training.get('weights_path')}: held-out loss "
+            f"trained {training.get('weights_path')}: eval loss "
             f"{training.get('heldout_loss_before', 0):.4f} -> {training.get('heldout_loss_after', 0):.4f}"
         )
         if training.get("before_after"):
