@@ -7,20 +7,14 @@ so this module reserves the local Hub server's port at import time.
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 from pathlib import Path
 
 import pytest
 
+from tests.serve_process import free_port
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-HUB_PORT = _free_port()
+HUB_PORT = free_port()
 os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{HUB_PORT}"
 os.environ["HF_HUB_OFFLINE"] = "0"
 os.environ.pop("HF_TOKEN", None)
@@ -87,3 +81,14 @@ def example_adapters(tiny_sd1, tmp_path_factory) -> dict[str, Path]:
         spec.name: write_example_adapter("tiny", folder / f"{spec.name}.safetensors", spec)
         for spec in DEMO_ADAPTERS
     }
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for a module, even where OMP_NUM_THREADS was set otherwise."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -6,10 +6,8 @@ from __future__ import annotations
 import base64
 import io
 import os
-import socket
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,17 +18,12 @@ from PIL import Image
 
 from lorahub.examples import DEMO_ADAPTERS, ExampleAdapter, write_example_adapter
 from lorahub.registry import Registry
+from tests.serve_process import lorahub_serve
 
 TOKEN = "e2e-token-4d1f"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SMALL = {"steps": 3, "width": 64, "height": 64}
 EXTRA = (ExampleAdapter("extra-a", 4, 4.0, 21), ExampleAdapter("extra-b", 8, 8.0, 22, True))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -65,37 +58,10 @@ def env(home) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def server(env, home):
     """`python -m lorahub serve --token` on a free loopback port; yields its base URL."""
-    port = free_port()
     log = home / "serve.log"
-    cmd = [sys.executable, "-m", "lorahub", "serve", "--port", str(port), "--token", TOKEN]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, proc, log)
+    with lorahub_serve(env, log, "--token", TOKEN) as (url, _):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
     assert TOKEN not in log.read_text(errors="replace")
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text(errors='replace')}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"server not healthy after {timeout}s:\n{log.read_text(errors='replace')}")
 
 
 def pixels(png: bytes) -> np.ndarray:

@@ -16,15 +16,7 @@ RANK, ALPHA = 4, 8.0  # alpha != rank: plain diffusers must read alpha from the 
 PROMPTS = ("a red circle", "a blue square")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: tiny models on shared cores are much faster without OpenMP spinning."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="session")

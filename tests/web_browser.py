@@ -10,11 +10,8 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -23,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.serve_process import lorahub_serve
 
 CHROMIUM = os.environ.get("LORAHUB_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("LORAHUB_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -55,13 +54,6 @@ def require_browser() -> None:
     if os.environ.get("CI"):
         pytest.fail(reason)
     pytest.skip(reason)
-
-
-def free_port() -> int:
-    """A free TCP port on the loopback interface."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -112,44 +104,12 @@ def patched_env(**values: str) -> Iterator[None]:
 @contextlib.contextmanager
 def run_server(home: Path, token: str | None = None, timeout: float = 60.0) -> Iterator[WebServer]:
     """Start `python -m lorahub serve` on a free loopback port with its own home; stop it after."""
-    port = free_port()
     env = {**os.environ, "LORAHUB_HOME": str(home), "LORAHUB_CACHE": os.environ["LORAHUB_CACHE"]}
     env.pop("LORAHUB_TOKEN", None)
-    args = [sys.executable, "-m", "lorahub", "serve", "--port", str(port), "--base", "tiny"]
-    args += ["--log-level", "warning"] + (["--token", token] if token else [])
+    args = ["--base", "tiny", "--log-level", "warning"] + (["--token", token] if token else [])
     log = home / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT
-        )
-    server = WebServer(f"http://127.0.0.1:{port}", home, env, process, log, token)
-    try:
-        wait_healthy(server, timeout)
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def wait_healthy(server: WebServer, timeout: float) -> None:
-    """Poll /healthz until it answers (or the process dies, or time runs out)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"lorahub serve exited: {server.log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(server.url + "/healthz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.2)
-    raise RuntimeError(
-        f"lorahub serve did not answer in {timeout:.0f} s: {server.log.read_text()[-2000:]}"
-    )
+    with lorahub_serve(env, log, *args, cwd=REPO_ROOT, timeout=timeout) as (url, process):
+        yield WebServer(url, home, env, process, log, token)
 
 
 @contextlib.contextmanager
