@@ -143,7 +143,7 @@ def test_adapter_view_shows_inspect_facts_lineage_and_publications(
     assert repo.text == "alice/pixel-art" and "0123456789ab" in body
     parent[0].click()  # lineage links open the parent
     wait(browser, lambda d: css(d, "#adapter-title")[0].text == "watercolor")
-    assert "pixel-art" in css(browser, "#adapter-lineage")[0].text  # and its child
+    wait(browser, lambda d: any("pixel-art" in e.text for e in css(d, "#adapter-lineage")))  # child
 
 
 def test_keyboard_reaches_and_opens_a_card(server: WebServer, browser: Any) -> None:
