@@ -58,13 +58,11 @@ def analyze(path: str | os.PathLike[str], *, trust_pickle: bool = False) -> Anal
     te_component = _peft_te_component(source.peft_config)
     layout = _complete(parse_layout(list(header), 2, te_component))
     dims = _dims(layout, header)
-    shape_family, evidence = probe_shapes(layout.modules, dims, layout.format)
-    if layout.sgm and shape_family in SGM_LAYOUTS and SGM_LAYOUTS[shape_family][0] != 2:
-        layout = _complete(parse_layout(list(header), SGM_LAYOUTS[shape_family][0], te_component))
+    shapes = probe_shapes(layout.modules, dims, layout.format)
+    if layout.sgm and shapes.family in SGM_LAYOUTS and SGM_LAYOUTS[shapes.family][0] != 2:
+        layout = _complete(parse_layout(list(header), SGM_LAYOUTS[shapes.family][0], te_component))
         dims = _dims(layout, header)
-    family = decide_family(
-        shape_family, evidence, probe_metadata(metadata, source.peft_config), metadata
-    )
+    family = decide_family(shapes, probe_metadata(metadata, source.peft_config), metadata)
     scalars, read = _alpha_scalars(source.file, header, header_len, layout, tensors)
     alphas = module_alphas(layout, scalars, metadata, source.peft_config)
     return Analysis(

@@ -45,6 +45,9 @@ KOHYA_PREFIXES = {
     "lora_te1_": "text_encoder",
     "lora_te2_": "text_encoder_2",
 }
+# Families with two CLIP text encoders: kohya names them `lora_te1_`/`lora_te2_` whatever subset
+# a file covers (A1111 matches nothing else on such a model); one-encoder families use `lora_te_`.
+TWO_TE_FAMILIES = frozenset({"sdxl", "tiny-sdxl"})
 # SGM layout per family: (layers per block, up blocks that have attention)
 SGM_LAYOUTS: dict[str, tuple[int, frozenset[int]]] = {
     "sdxl": (2, frozenset({0, 1})),
@@ -82,15 +85,20 @@ def kohya_to_canonical(lora_name: str, layers_per_block: int = 2) -> str | None:
     return None
 
 
-def canonical_to_kohya(name: str, sgm_family: str | None = None, te2: bool = False) -> str:
-    """`unet.down_blocks.0…to_q` -> `lora_unet_down_blocks_0_…_to_q` (SGM names for SDXL families)."""
+def canonical_to_kohya(name: str, family: str | None = None, te2: bool = False) -> str:
+    """`unet.down_blocks.0…to_q` -> `lora_unet_down_blocks_0_…_to_q` (SGM names for SDXL families).
+
+    The base family decides the text-encoder prefix; `te2` (a second encoder is present) decides
+    it only when the family is not known.
+    """
     component, _, path = name.partition(".")
     if component == "unet":
-        if sgm_family in SGM_LAYOUTS:
-            path = diffusers_to_sgm(path, sgm_family)
+        if family in SGM_LAYOUTS:
+            path = diffusers_to_sgm(path, family)
         prefix = "lora_unet_"
     elif component == "text_encoder":
-        prefix = "lora_te1_" if te2 else "lora_te_"
+        two = family in TWO_TE_FAMILIES or (te2 and family in (None, "unknown"))
+        prefix = "lora_te1_" if two else "lora_te_"
     elif component == "text_encoder_2":
         prefix = "lora_te2_"
     else:

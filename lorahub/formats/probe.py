@@ -17,6 +17,9 @@ TE1_WIDTHS = {
     32: ("tiny-sd1", "tiny-sd1 CLIP"),
     40: ("tiny-sdxl", "tiny-sdxl CLIP 1"),
 }
+# First-encoder widths several families share (CLIP ViT-L is SD1's encoder and the first one of
+# SDXL and Flux): a file with only that encoder's modules fits each, and its metadata decides.
+SHARED_TE1 = {768: ("sd1", "sdxl", "flux")}
 TE2_WIDTHS = {1280: ("sdxl", "OpenCLIP ViT-bigG"), 56: ("tiny-sdxl", "tiny-sdxl CLIP 2")}
 FLUX_NAMES = ("double_blocks", "single_blocks", "single_transformer_blocks")
 
@@ -71,16 +74,24 @@ def _lokr_dims(shape: dict[str, list[int]]) -> Dims:
     return Dims(w1[0] * w2[0], w1[1] * w2[1], rank, conv)
 
 
-def probe_shapes(
-    modules: dict[str, ModuleEntry], dims: dict[str, Dims], fmt: str
-) -> tuple[str | None, list[str]]:
+@dataclass(frozen=True)
+class ShapeVerdict:
+    """What the shapes say: a family (None: nothing to go by), the evidence, and the families
+    the shapes fit equally well when they cannot decide (the metadata then does)."""
+
+    family: str | None
+    evidence: list[str]
+    fits: tuple[str, ...] = ()
+
+
+def probe_shapes(modules: dict[str, ModuleEntry], dims: dict[str, Dims], fmt: str) -> ShapeVerdict:
     """Family decided by the shapes alone, and the evidence lines."""
     if any(tok in name for name in modules for tok in FLUX_NAMES) or any(
         m.component == "transformer" for m in modules.values()
     ):
-        return "flux", ["Flux transformer block names (double/single blocks)"]
+        return ShapeVerdict("flux", ["Flux transformer block names (double/single blocks)"])
     if fmt == "cloneofsimo":
-        return _probe_positional(modules, dims)
+        return ShapeVerdict(*_probe_positional(modules, dims))
     evidence: list[str] = []
     cross = Counter(d.inp for n, d in dims.items() if re.search(r"\.attn2\.to_[kv]$", n))
     unet_family = None
@@ -91,7 +102,15 @@ def probe_shapes(
             f"cross-attention (attn2.to_k/to_v) input width {width} -> {unet_family or 'unknown'}"
         )
     te_family = _probe_text(modules, dims, evidence)
-    return unet_family or te_family, evidence
+    fits: tuple[str, ...] = ()
+    w1 = _te_width("text_encoder", modules, dims)
+    if unet_family is None and _te_width("text_encoder_2", modules, dims) is None:
+        fits = SHARED_TE1.get(w1 or 0, ())
+    if fits:
+        evidence.append(
+            f"a first text encoder of width {w1} alone fits {', '.join(fits)}: the shapes cannot tell which"
+        )
+    return ShapeVerdict(unet_family or te_family, evidence, fits)
 
 
 def _te_width(component: str, modules: dict[str, ModuleEntry], dims: dict[str, Dims]) -> int | None:
@@ -201,16 +220,18 @@ def _family_from_text(text: str) -> str | None:
 
 
 def decide_family(
-    shape_family: str | None,
-    evidence: list[str],
+    shapes: ShapeVerdict,
     meta: tuple[str | None, str | None],
     metadata: dict[str, str],
 ) -> tuple[str, list[str], str | None]:
-    """Shapes win; metadata confirms or conflicts (reported)."""
+    """Shapes win; metadata confirms or conflicts (reported), and decides where shapes cannot."""
+    shape_family = shapes.family
     meta_family, meta_line = meta
-    evidence = list(evidence)
+    evidence = list(shapes.evidence)
     if meta_line:
         evidence.append(meta_line)
+    if meta_family in shapes.fits:
+        return str(meta_family), evidence, None
     conflict = None
     if shape_family and meta_family and meta_family != shape_family:
         conflict = f"shapes say {shape_family} but {meta_line}"

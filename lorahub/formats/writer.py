@@ -159,7 +159,7 @@ def _write_kohya(
     tensors: dict[str, Any] = {}
     for name, m in items:
         _check_dora(name, m, peft_style=False)
-        key = canonical_to_kohya(name, sgm_family=family, te2=te2)
+        key = canonical_to_kohya(name, family, te2=te2)
         tensors[f"{key}.lora_down.weight"] = m.down
         tensors[f"{key}.lora_up.weight"] = m.up
         tensors[f"{key}.alpha"] = torch.tensor(_alpha(m), dtype=m.down.dtype)
