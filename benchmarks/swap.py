@@ -22,22 +22,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from lorahub.fullsize import SD15_UNET  # noqa: E402
 from lorahub.inference.activate import Activator, Selection  # noqa: E402
 from lorahub.inference.adapters import BufferPool, CpuCache, ModuleIndex, ResidentCache  # noqa: E402
 from lorahub.inference.fuse import Fuser  # noqa: E402
 from lorahub.inference.metrics import Metrics  # noqa: E402
 from lorahub.types import AdapterSpec  # noqa: E402
 
-SD15_UNET = {
-    "sample_size": 64, "in_channels": 4, "out_channels": 4, "center_input_sample": False,
-    "flip_sin_to_cos": True, "freq_shift": 0,
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    "mid_block_type": "UNetMidBlock2DCrossAttn",
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-    "only_cross_attention": False, "block_out_channels": [320, 640, 1280, 1280], "layers_per_block": 2,
-    "downsample_padding": 1, "mid_block_scale_factor": 1, "act_fn": "silu", "norm_num_groups": 32,
-    "norm_eps": 1e-5, "cross_attention_dim": 768, "attention_head_dim": 8, "use_linear_projection": False,
-}  # fmt: skip
 TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 
 

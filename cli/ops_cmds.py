@@ -242,15 +242,22 @@ def merge(
     _show_report(report, as_json, verbose=False)
 
 
+def rank_options(func: Any) -> Any:
+    """--rank / --energy: the rank a truncated SVD keeps per module (resize, LyCORIS export)."""
+    func = click.option(
+        "--energy",
+        type=float,
+        default=None,
+        help="Per-module rank keeping this fraction of ‖ΔW‖² (e.g. 0.99).",
+    )(func)
+    return click.option(
+        "--rank", type=int, default=None, help="Keep at most this rank per module."
+    )(func)
+
+
 @click.command()
 @click.argument("ref")
-@click.option("--rank", type=int, default=None, help="Keep at most this rank per module.")
-@click.option(
-    "--energy",
-    type=float,
-    default=None,
-    help="Per-module rank keeping this fraction of ‖ΔW‖² (e.g. 0.99).",
-)
+@rank_options
 @click.option("--format", "fmt", type=FORMATS, default="diffusers", show_default=True)
 @output_options
 @json_option
@@ -284,16 +291,28 @@ def resize(
 @click.command()
 @click.argument("ref")
 @click.option("--format", "fmt", type=FORMATS, required=True, help="The layout to write.")
+@rank_options
 @output_options
 @json_option
 @handle_errors
 def export(
-    ref: str, fmt: str, name: str | None, output: str | None, force: bool, as_json: bool
+    ref: str,
+    fmt: str,
+    rank: int | None,
+    energy: float | None,
+    name: str | None,
+    output: str | None,
+    force: bool,
+    as_json: bool,
 ) -> None:
-    """Convert an adapter to the diffusers, kohya (A1111/ComfyUI) or PEFT layout."""
+    """Convert an adapter to the diffusers, kohya (A1111/ComfyUI) or PEFT layout.
+
+    A LyCORIS LoKr/LoHa becomes a plain LoRA at --rank R or --energy E, its error reported.
+    """
     from lorahub.ops import api
 
-    report = api.export(_registry(), ref, api.Output(name, output, force), format=fmt)
+    out = api.Output(name, output, force)
+    report = api.export(_registry(), ref, out, format=fmt, rank=rank, energy=energy)
     _show_report(report, as_json, verbose=False)
 
 

@@ -185,10 +185,17 @@ def test_lycoris_fuse_and_svd_merge(tiny_sd1, tmp_path):
         torch.testing.assert_close(
             merged.module(f"unet.{path}").delta_weight(), delta, atol=1e-5, rtol=1e-4
         )
-    for cmd in (["merge", src, "--method", "cat", "-o", tmp_path / "c.safetensors"], ["resize", src, "--rank", "2", "-o", tmp_path / "r.safetensors"],
+    for cmd in (["merge", src, "--method", "cat", "-o", tmp_path / "c.safetensors"],
                 ["export", src, "--format", "kohya", "-o", tmp_path / "k.safetensors"]):  # fmt: skip
         out = cli(*cmd, ok=False).output
         assert "does not support" in out or "LyCORIS" in out, out
+    # resize (and export --rank) turn LyCORIS modules into LoRAs by their exact SVD
+    cli("resize", src, "--rank", "64", "-o", tmp_path / "r.safetensors")
+    resized = open_adapter(tmp_path / "r.safetensors")
+    for path, delta in deltas.items():
+        torch.testing.assert_close(
+            resized.module(f"unet.{path}").delta_weight(), delta, atol=1e-5, rtol=1e-4
+        )
 
 
 def test_mix_cli_and_merge_from_mix(reg, tmp_path):

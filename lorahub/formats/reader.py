@@ -41,9 +41,9 @@ class AdapterReader:
             raise NotFoundError(f"{self.info.path} has no module {name!r}")
         kwargs = {role: self._tensor(key) for role, key in entry.keys.items() if role != "alpha"}
         dims = self._a.dims.get(name)
-        shape = (
-            guess_weight_shape(name, dims.out, dims.inp) if dims and entry.kind != "lora" else None
-        )
+        shape = None
+        if dims is not None and entry.kind != "lora":
+            shape = guess_weight_shape(name, dims.out, dims.inp, self._a.family[0])
         return ModuleWeights(kind=entry.kind, alpha=self._a.alphas.get(name), shape=shape, **kwargs)
 
     def modules(self) -> Iterator[tuple[str, ModuleWeights]]:

@@ -13,6 +13,8 @@ FACTOR_NAMES = (
     "lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2",
 )  # fmt: skip
 KERNEL3_LEAVES = ("conv1", "conv2", "conv", "conv_in", "conv_out")
+# Families whose UNet has `use_linear_projection=False`: proj_in/proj_out are 1x1 convs there.
+CONV_PROJ_FAMILIES = frozenset({"sd1", "tiny-sd1"})
 
 
 @dataclass
@@ -156,9 +158,18 @@ def _dora_delta(base: Any, delta: Any, magnitude: Any) -> Any:
     return magnitude.reshape(norm.shape) * merged / norm - base
 
 
-def guess_weight_shape(name: str, out: int, inp_flat: int) -> tuple[int, ...] | None:
-    """The base weight shape of a flattened 3x3 conv ΔW (LoHa/LoKr), from the module's name."""
+def guess_weight_shape(
+    name: str, out: int, inp_flat: int, family: str | None = None
+) -> tuple[int, ...] | None:
+    """The base weight shape of a conv whose ΔW a LoHa/LoKr stores flattened (3x3 or 1x1), from
+    the module's name and the base family; None for a linear layer (or when unknown)."""
     leaf = name.rsplit(".", 1)[-1]
-    if leaf in KERNEL3_LEAVES and name.startswith("unet.") and inp_flat % 9 == 0:
+    if not name.startswith("unet."):
+        return None
+    if leaf in KERNEL3_LEAVES and inp_flat % 9 == 0:
         return (out, inp_flat // 9, 3, 3)
+    if leaf == "conv_shortcut" or (
+        leaf in ("proj_in", "proj_out") and family in CONV_PROJ_FAMILIES
+    ):
+        return (out, inp_flat, 1, 1)
     return None

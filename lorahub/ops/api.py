@@ -244,13 +244,22 @@ def resize(
     return report
 
 
-def export(registry: Any, ref: str, out: Output, *, format: str) -> OpReport:
-    """Convert one adapter to `format`; with --name, register it with converted-from lineage."""
+def export(
+    registry: Any,
+    ref: str,
+    out: Output,
+    *,
+    format: str,
+    rank: int | None = None,
+    energy: float | None = None,
+) -> OpReport:
+    """Convert one adapter to `format` (a LyCORIS one to a LoRA at `rank`/`energy`); with
+    --name, register it with converted-from lineage."""
     from lorahub.ops.export import export_adapter
 
     spec = _single(registry, ref)
     dest = destination(registry, out, spec.name, format)
-    report = export_adapter(spec.path, dest, format=format)
+    report = export_adapter(spec.path, dest, format=format, rank=rank, energy=energy)
     report.inputs = [{"name": spec.name, **report.inputs[0]}]
     report.registered = out.name  # stored in the lineage details too
     report.registered = _register(

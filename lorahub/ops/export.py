@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from lorahub.errors import UnsupportedError
+from lorahub.errors import InvalidInputError, UnsupportedError
 from lorahub.ops import lowrank as LR
 from lorahub.ops.report import ModuleReport, OpReport
 
@@ -22,16 +22,23 @@ def export_adapter(
     format: str,
     metadata: dict[str, str] | None = None,
     verify: bool = True,
+    rank: int | None = None,
+    energy: float | None = None,
 ) -> OpReport:
-    """Write `path` as `format` at `dest`; with `verify`, read it back and report ΔW differences."""
+    """Write `path` as `format` at `dest`; with `verify`, read it back and report ΔW differences.
+
+    A LoKr/LoHa adapter becomes a plain LoRA of `rank` / kept `energy` (needed: LyCORIS ΔW are
+    high-rank), through resize's exact per-module SVD; the report gives each module's error.
+    """
     from lorahub.formats import open_adapter, write_adapter
 
     reader = open_adapter(path)
     info = reader.info
     if info.network_type in ("loha", "lokr"):
-        raise UnsupportedError(
-            f"export writes LoRA layouts only; {os.path.basename(str(path))} is a LyCORIS {info.network_type} "
-            "(use it as is, or `merge --method svd` to turn it into a LoRA)"
+        return _lycoris_to_lora(path, dest, format, info, metadata, rank, energy)
+    if rank is not None or energy is not None:
+        raise InvalidInputError(
+            "--rank/--energy convert LyCORIS adapters; to lower a LoRA's rank use `lorahub resize`"
         )
     started = time.perf_counter()
     carried = {k: v for k, v in info.metadata.items() if k not in FORMAT_KEYS}
@@ -43,6 +50,33 @@ def export_adapter(
     if verify:
         _verify(reader, dest, report)
     report.seconds = time.perf_counter() - started
+    return report
+
+
+def _lycoris_to_lora(
+    path: str | os.PathLike[str],
+    dest: str | os.PathLike[str],
+    format: str,
+    info: Any,
+    metadata: dict[str, str] | None,
+    rank: int | None,
+    energy: float | None,
+) -> OpReport:
+    from lorahub.ops.resize import resize_adapter
+
+    if rank is None and energy is None:
+        raise InvalidInputError(
+            f"{os.path.basename(str(path))} is a LyCORIS {info.network_type}: exporting it as a "
+            "LoRA needs --rank R or --energy E (e.g. 0.99); the error is reported per module"
+        )
+    meta = {
+        **(metadata or {}),
+        "lorahub_operation": "export",
+        "lorahub_converted_from": f"{info.format}-{info.network_type}",
+    }
+    report = resize_adapter(path, dest, rank=rank, energy=energy, format=format, metadata=meta)
+    report.operation, report.method = "export", format
+    report.inputs = [{"name": str(path), "format": info.format, "network": info.network_type}]
     return report
 
 

@@ -95,7 +95,8 @@ def check_module(name: str, spec: AdapterSpec, mw: Any, operation: str, lycoris_
     if mw.kind in LYCORIS_KINDS and not lycoris_ok:
         raise UnsupportedError(
             f"{operation} does not support LyCORIS {mw.kind} modules ({spec.name}: {name}); "
-            "use `merge --method svd` or `fuse`, which rebuild ΔW"
+            "turn it into a LoRA first (`lorahub export --format diffusers --energy 0.99`), or use "
+            "`merge --method svd` or `fuse`, which rebuild ΔW"
         )
     if mw.kind not in ("lora", *LYCORIS_KINDS):
         raise UnsupportedError(

@@ -128,7 +128,7 @@ def _stream(
 def merge_module(name: str, terms: list[Term], options: MergeOptions) -> tuple[Any, ModuleReport]:
     """Merge one module's weighted terms with `options.method`."""
     out_dim, in_shape = _common_shape(name, terms)
-    dtype = _out_dtype(terms)
+    dtype = out_dtype(terms)
     rank_in = sum(mw.rank or 0 for _, mw in terms)
     if options.method in DENSE_METHODS or not all(_plain(mw) for _, mw in terms):
         up, down, err, tgt = _dense_merge(name, terms, options)
@@ -209,7 +209,7 @@ def _factors(mw: Any) -> tuple[Any, Any]:
     return mw.up.reshape(mw.up.shape[0], -1), LR.to_2d(mw.down)
 
 
-def _module_shape(mw: Any) -> tuple[int, tuple[int, ...]]:
+def module_shape(mw: Any) -> tuple[int, tuple[int, ...]]:
     """(out, input shape) of the base layer a module adapts."""
     if _plain(mw):
         return int(mw.up.shape[0]), tuple(int(d) for d in mw.down.shape[1:])
@@ -219,7 +219,7 @@ def _module_shape(mw: Any) -> tuple[int, tuple[int, ...]]:
 
 def _common_shape(name: str, terms: list[Term]) -> tuple[int, tuple[int, ...]]:
     """The module's (out, input shape); IncompatibleError when the inputs disagree."""
-    shapes = {_module_shape(mw) for _, mw in terms}
+    shapes = {module_shape(mw) for _, mw in terms}
     if len(shapes) > 1:
         raise IncompatibleError(f"the inputs disagree on the shape of {name}: {sorted(shapes)}")
     return shapes.pop()
@@ -230,7 +230,7 @@ def _default_rank(terms: list[Term]) -> int:
     return max((mw.rank for _, mw in terms if mw.rank), default=16)
 
 
-def _out_dtype(terms: list[Term]) -> Any:
+def out_dtype(terms: list[Term]) -> Any:
     """float32, unless every input tensor is the same half-precision type."""
     import torch
 

@@ -10,7 +10,7 @@ from typing import Any
 from lorahub.errors import InvalidInputError, UnsupportedError
 from lorahub.ops import inputs as I
 from lorahub.ops import lowrank as LR
-from lorahub.ops.merge import make_lora
+from lorahub.ops.merge import make_lora, module_shape, out_dtype
 from lorahub.ops.report import ModuleReport, OpReport
 
 
@@ -40,17 +40,12 @@ def resize_adapter(
     check_resize(rank, energy)
     reader = open_adapter(path)
     info = reader.info
-    if info.network_type not in ("lora", "locon", "unknown"):
-        raise UnsupportedError(
-            f"resize does not support {info.network_type} adapters ({os.path.basename(str(path))}); "
-            "`merge --method svd NAME --rank R` rebuilds ΔW and re-factors it"
-        )
     report = OpReport("resize", "svd", [{"name": str(path)}], str(dest), rank=rank, energy=energy)
     started = time.perf_counter()
     if progress:
         progress(0, total=len(reader.module_names()))
     modules = _stream(reader, rank, energy, report, progress)
-    meta = {**_carried(info.metadata), **(metadata or {}), "lorahub_operation": "resize"}
+    meta = {**_carried(info.metadata), "lorahub_operation": "resize", **(metadata or {})}
     write_adapter(modules, dest, format=format, metadata=meta, base_family=info.base_family)
     report.seconds = time.perf_counter() - started
     return report
@@ -73,7 +68,7 @@ def _stream(
 
     spec = AdapterSpec(name=str(reader.info.path), path=str(reader.info.path), key="")
     for name, mw in reader.modules():
-        I.check_module(name, spec, mw, "resize", lycoris_ok=False)
+        I.check_module(name, spec, mw, "resize", lycoris_ok=True)
         out, row = resize_module(name, mw, rank, energy)
         report.add(row)
         if progress:
@@ -84,9 +79,15 @@ def _stream(
 def resize_module(
     name: str, mw: Any, rank: int | None, energy: float | None
 ) -> tuple[Any, ModuleReport]:
-    """Truncated SVD of one LoRA module's s·B·A; the error is measured on the written factors."""
+    """Truncated SVD of one module's ΔW as a LoRA; LoKr/LoHa by the exact SVD of their structure.
+
+    For LoRA inputs the error is measured on the written factors; for LyCORIS it is the exact
+    tail of ΔW's singular values (the SVD is of ΔW itself, not an estimate).
+    """
     import torch
 
+    if mw.kind in ("lokr", "loha"):
+        return _lycoris_module(name, mw, rank, energy)
     if mw.mid is not None:
         raise UnsupportedError(f"resize does not support Tucker (lora_mid) modules ({name})")
     up2d, down2d = mw.up.reshape(mw.up.shape[0], -1), LR.to_2d(mw.down)
@@ -99,3 +100,16 @@ def resize_module(
     )
     err = LR.factored_error(out.up.reshape(out.up.shape[0], -1), LR.to_2d(out.down), t_up, t_down)
     return out, ModuleReport(name, int(mw.rank), out.rank, f.target_norm, err)
+
+
+def _lycoris_module(
+    name: str, mw: Any, rank: int | None, energy: float | None
+) -> tuple[Any, ModuleReport]:
+    from lorahub.ops.lycoris import to_lora_factors
+
+    f = to_lora_factors(mw, rank, energy)
+    out_dim, in_shape = module_shape(mw)
+    out = make_lora(f.up, f.down, out_dim, in_shape, out_dtype([(1.0, mw)]))
+    s = f.singular_values
+    rank_in = int((s > s[0] * 1e-9).sum()) if s.numel() else 0  # the rank of ΔW itself
+    return out, ModuleReport(name, rank_in, out.rank, f.target_norm, f.error_norm)
