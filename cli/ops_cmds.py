@@ -1,4 +1,4 @@
-"""`lorahub mix|merge|resize|export|fuse`: thin click commands over `lorahub.ops.api`."""
+"""`lorahub mix|merge|resize|export|extract|fuse`: thin click commands over `lorahub.ops.api`."""
 
 from __future__ import annotations
 
@@ -313,6 +313,44 @@ def export(
 
     out = api.Output(name, output, force)
     report = api.export(_registry(), ref, out, format=fmt, rank=rank, energy=energy)
+    _show_report(report, as_json, verbose=False)
+
+
+@click.command()
+@click.option(
+    "--base",
+    required=True,
+    help="The original model: a tiny id, a diffusers folder, a single-file checkpoint or a Hub id.",
+)
+@click.option("--tuned", required=True, help="The fine-tuned model, in any of the same forms.")
+@rank_options
+@click.option(
+    "--min-change",
+    type=float,
+    default=None,
+    help="Skip modules whose ‖ΔW‖/‖W‖ is at most this (default 1e-6).",
+)
+@click.option("--format", "fmt", type=FORMATS, default="diffusers", show_default=True)
+@click.option(
+    "--trust-pickle", is_flag=True, help="Load .ckpt/.bin checkpoints (weights_only=True)."
+)
+@output_options
+@json_option
+@handle_errors
+def extract(
+    base: str, tuned: str, rank: int | None, energy: float | None, min_change: float | None,
+    fmt: str, trust_pickle: bool, name: str | None, output: str | None, force: bool, as_json: bool,
+) -> None:  # fmt: skip
+    """Extract a LoRA (LoCon where convs changed) from a fine-tune and its base."""
+    from lorahub.ops import api
+    from lorahub.ops.extract import DEFAULT_MIN_CHANGE, ExtractOptions
+
+    options = ExtractOptions(rank, energy, DEFAULT_MIN_CHANGE if min_change is None else min_change)
+    with progress("extracting", quiet=as_json) as bar:
+        report = api.extract(
+            _registry(), base, tuned, options, api.Output(name, output, force),
+            format=fmt, trust_pickle=trust_pickle, progress=bar,
+        )  # fmt: skip
     _show_report(report, as_json, verbose=False)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +87,10 @@ def _needs_safety_checker_off(source: str) -> bool:
 def base_family_of(base: str) -> str | None:
     """The base family for a tiny id; None for others (decided from the model by callers)."""
     return tiny_family(base)
+
+
+def model_name(base: str) -> str:
+    """A registry model name for a base: `tiny`, a folder's name, or a Hub id with `--` for `/`."""
+    path = Path(base).expanduser()
+    text = path.name if path.exists() else base
+    return re.sub(r"[^A-Za-z0-9._-]+", "--", text).strip("-.") or "base"

@@ -310,3 +310,50 @@ def fuse(
         )
     report.registered = model.name
     return report
+
+
+def extract(
+    registry: Any,
+    base: str,
+    tuned: str,
+    options: Any,
+    out: Output,
+    *,
+    format: str = "diffusers",
+    trust_pickle: bool = False,
+    progress: Progress = None,
+) -> OpReport:
+    """Extract the LoRA between two checkpoints; with --name, register it with extracted-from
+    lineage to both (recorded as models when they are not yet)."""
+    from lorahub.ops.checkpoint import local_checkpoint
+    from lorahub.ops.extract import extract_lora
+    from lorahub.registry import LineageParent
+
+    options = options.check()
+    dest = destination(registry, out, "extracted", format)
+    paths = {role: local_checkpoint(ref) for role, ref in (("base", base), ("tuned", tuned))}
+    report = extract_lora(
+        paths["base"], paths["tuned"], dest, options, format=format,
+        trust_pickle=trust_pickle, progress=progress,
+    )  # fmt: skip
+    if out.name:
+        summary = report.summary()
+        lineage = [
+            LineageParent(
+                "model", _ensure_model(registry, ref, paths[role], role), "extracted-from",
+                {**summary, "role": role},
+            )
+            for role, ref in (("base", base), ("tuned", tuned))
+        ]  # fmt: skip
+        record = registry.add_adapter(
+            dest, name=out.name, source="extracted", lineage=lineage, force=out.force
+        )
+        report.registered = str(record.ref)
+    return report
+
+
+def _ensure_model(registry: Any, ref: str, path: Path, kind: str) -> str:
+    """The registry model name of a checkpoint, recording it when it is new."""
+    from lorahub.models import model_name
+
+    return str(registry.ensure_model(model_name(ref), path, {"source": ref}, kind=kind).name)

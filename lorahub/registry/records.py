@@ -7,7 +7,7 @@ from typing import Any
 
 from lorahub.types import MixMember
 
-SOURCES = ("local", "trained", "merged", "hub", "converted")
+SOURCES = ("local", "trained", "merged", "hub", "converted", "extracted")
 LINEAGE_KINDS = ("adapter", "model", "dataset", "hub_repo")
 RELATIONS = (
     "trained-from",
@@ -16,6 +16,7 @@ RELATIONS = (
     "pulled-from",
     "resized-from",
     "fused-from",
+    "extracted-from",
 )
 
 

@@ -342,6 +342,23 @@ class Registry:
             self.db, name, Path(path), details, kind=kind, base_family=base_family, force=force
         )
 
+    def ensure_model(
+        self, name: str, path: str | os.PathLike[str], details: dict[str, Any] | None = None, *,
+        kind: str, base_family: str | None = None,
+    ) -> ModelRecord:  # fmt: skip
+        """The recorded model `name`, recorded first when it is new (another writer may win)."""
+        for _ in range(2):
+            try:
+                return self.get_model(name)
+            except NotFoundError:
+                try:
+                    return self.record_model(
+                        name, path, details, kind=kind, base_family=base_family
+                    )
+                except AlreadyExistsError:
+                    continue
+        return self.get_model(name)
+
     def get_model(self, name: str) -> ModelRecord:
         """A recorded model by name."""
         return L.find_model(self.db, name)

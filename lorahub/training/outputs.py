@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -167,13 +166,6 @@ def _ema(values: list[float], beta: float = 0.9) -> list[float]:
     return out
 
 
-def model_name(base: str) -> str:
-    """A registry model name for a base: `tiny`, a folder's name, or a Hub id with `--` for `/`."""
-    path = Path(base).expanduser()
-    text = path.name if path.exists() else base
-    return re.sub(r"[^A-Za-z0-9._-]+", "--", text).strip("-.") or "base"
-
-
 def check_not_registered(name: str, force: bool) -> None:
     """Fail before training, not after, when the adapter name is taken."""
     from lorahub.errors import AlreadyExistsError, NotFoundError
@@ -192,23 +184,20 @@ def register(
     cfg: TrainConfig, name: str, weights: Path, facts: dict[str, Any], preview: Path | None
 ) -> Any:
     """Register the adapter with lineage to its base model and data set; preview = last sample."""
-    from lorahub.errors import NotFoundError
+    from lorahub.models import model_name
     from lorahub.registry import LineageParent, Registry
     from lorahub.tiny import resolve_base
 
     base_name = model_name(cfg.base)
+    source = resolve_base(cfg.base)
     with Registry() as reg:
-        try:
-            reg.get_model(base_name)
-        except NotFoundError:
-            source = resolve_base(cfg.base)
-            reg.record_model(
-                base_name,
-                source if Path(source).exists() else cfg.base,
-                {"base": cfg.base},
-                kind="base",
-                base_family=facts["base_family"],
-            )
+        reg.ensure_model(
+            base_name,
+            source if Path(source).exists() else cfg.base,
+            {"base": cfg.base},
+            kind="base",
+            base_family=facts["base_family"],
+        )
         lineage = [
             LineageParent("model", base_name, "trained-from", {"base": cfg.base}),
             LineageParent("dataset", facts["dataset_hash"], "trained-from",
