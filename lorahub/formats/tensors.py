@@ -87,6 +87,18 @@ class ModuleWeights:
             return _dora_delta(base.float(), delta, self.dora_scale.float())
         return delta
 
+    def fused_delta(self, base: Any, weight: float = 1.0, delta: Any = None) -> Any:
+        """The change fusing this module at `weight` makes to `base` (float32, base's shape).
+
+        LoRA/LyCORIS: weight·ΔW. DoRA, as PEFT merges it: m·(W + weight·ΔW)/‖W + weight·ΔW‖ − W
+        (the magnitude applies in full; the weight scales the direction's low-rank part).
+        `delta` is `delta_weight()` when the caller has it already.
+        """
+        delta = (self.delta_weight() if delta is None else delta).reshape(base.shape) * weight
+        if self.dora_scale is None:
+            return delta
+        return _dora_delta(base.float(), delta, self.dora_scale.float())
+
     def _loha_delta(self) -> Any:
         import torch
 

@@ -30,7 +30,7 @@ def fuse_adapters(
     if dest.exists() and not force:
         raise AlreadyExistsError(f"{dest} exists (use --force to replace it)")
     family = I.check_specs(specs)
-    I.refuse_network(specs, "fuse", ("lora", "locon", "loha", "lokr"))
+    I.refuse_network(specs, "fuse", ("lora", "locon", "loha", "lokr", "dora"))
     base_family = base_family_of(base)
     if family not in I.UNKNOWN_FAMILIES and base_family and family != base_family:
         raise IncompatibleError(
@@ -64,7 +64,7 @@ def _fuse_one(
     if progress:
         progress(0, total=len(reader.module_names()), status=spec.name)
     for name, mw in reader.modules():
-        I.check_module(name, spec, mw, "fuse", lycoris_ok=True)
+        I.check_module(name, spec, mw, "fuse", lycoris_ok=True, dora_ok=True)
         weight = target_weight(pipe, name, spec)
         c = I.coefficient(spec, name)
         delta = mw.delta_weight()
@@ -73,8 +73,9 @@ def _fuse_one(
                 f"{spec.name}: {name} has ΔW {tuple(delta.shape)} but the base weight is {tuple(weight.shape)}"
             )
         with torch.no_grad():
-            weight.add_(delta.reshape(weight.shape).to(weight.dtype), alpha=c)
-        norm = float(delta.double().norm()) * abs(c)
+            delta = mw.fused_delta(weight, c, delta)
+            weight.add_(delta.to(weight.dtype))
+        norm = float(delta.double().norm())
         report.add(ModuleReport(name, int(mw.rank or 0), 0, norm, 0.0))
         if progress:
             progress(1, status=name)

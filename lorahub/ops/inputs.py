@@ -78,20 +78,29 @@ def check_specs(specs: Sequence[AdapterSpec]) -> str | None:
     return known[0].base_family if known else None
 
 
+DORA_REASON = (
+    "a DoRA magnitude renormalises W + ΔW, so combining it is only defined with the base "
+    "weights; fuse it into the base (`lorahub fuse`), or resize/export it on its own"
+)
+
+
 def refuse_network(specs: Sequence[AdapterSpec], operation: str, allowed: tuple[str, ...]) -> None:
     """UnsupportedError naming the first adapter whose network type `operation` cannot handle."""
     for s in specs:
         kind = s.network_type or "lora"
         if kind not in allowed and kind not in ("unknown",):
-            raise UnsupportedError(
-                f"{operation} does not support {kind} adapters ({s.name}); supported: {', '.join(allowed)}"
-            )
+            why = f": {DORA_REASON}" if kind == "dora" else f"; supported: {', '.join(allowed)}"
+            raise UnsupportedError(f"{operation} does not support {kind} adapters ({s.name}){why}")
 
 
-def check_module(name: str, spec: AdapterSpec, mw: Any, operation: str, lycoris_ok: bool) -> None:
+def check_module(
+    name: str, spec: AdapterSpec, mw: Any, operation: str, lycoris_ok: bool, dora_ok: bool = False
+) -> None:
     """Refuse module kinds an operation cannot handle (found while streaming)."""
-    if mw.dora_scale is not None:
-        raise UnsupportedError(f"{operation} does not support DoRA modules ({spec.name}: {name})")
+    if mw.dora_scale is not None and not (dora_ok and mw.kind == "lora"):
+        raise UnsupportedError(
+            f"{operation} does not support DoRA modules ({spec.name}: {name}): {DORA_REASON}"
+        )
     if mw.kind in LYCORIS_KINDS and not lycoris_ok:
         raise UnsupportedError(
             f"{operation} does not support LyCORIS {mw.kind} modules ({spec.name}: {name}); "

@@ -13,6 +13,11 @@ from lorahub.ops import lowrank as LR
 from lorahub.ops.merge import make_lora, module_shape, out_dtype
 from lorahub.ops.report import ModuleReport, OpReport
 
+DORA_NOTE = (
+    "DoRA: the low-rank part is resized and its error reported; the magnitude vector is kept "
+    "as is (the final weight also depends on the base's)"
+)
+
 
 def check_resize(rank: int | None, energy: float | None) -> None:
     """One of --rank R (≥1) or --energy E (0 < E ≤ 1) is needed; both caps the energy's rank."""
@@ -68,7 +73,9 @@ def _stream(
 
     spec = AdapterSpec(name=str(reader.info.path), path=str(reader.info.path), key="")
     for name, mw in reader.modules():
-        I.check_module(name, spec, mw, "resize", lycoris_ok=True)
+        I.check_module(name, spec, mw, "resize", lycoris_ok=True, dora_ok=True)
+        if mw.dora_scale is not None and DORA_NOTE not in report.warnings:
+            report.warnings.append(DORA_NOTE)
         out, row = resize_module(name, mw, rank, energy)
         report.add(row)
         if progress:
@@ -99,6 +106,7 @@ def resize_module(
         f.up, f.down, int(mw.up.shape[0]), tuple(int(d) for d in mw.down.shape[1:]), dtype
     )
     err = LR.factored_error(out.up.reshape(out.up.shape[0], -1), LR.to_2d(out.down), t_up, t_down)
+    out.dora_scale = mw.dora_scale
     return out, ModuleReport(name, int(mw.rank), out.rank, f.target_norm, err)
 
 
