@@ -131,6 +131,38 @@ def _show_mix(record: Any) -> None:
         info(record.description)
 
 
+@mix.command("from-image")
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("--name", required=True, help="The mix to save.")
+@click.option("--allow-missing", is_flag=True, help="Save the members found even if some are not.")
+@click.option("--dry-run", is_flag=True, help="Show what would be saved; save nothing.")
+@click.option("--force", is_flag=True, help="Replace a mix of that name.")
+@json_option
+@handle_errors
+def mix_from_image(
+    image: str, name: str, allow_missing: bool, dry_run: bool, force: bool, as_json: bool
+) -> None:
+    """Save the LoRA stack of an A1111, ComfyUI or lorahub image as a mix."""
+    from lorahub.library.recipes import mix_from_image as run
+
+    result = run(
+        _registry(), image, name, allow_missing=allow_missing, force=force, dry_run=dry_run
+    )
+    if as_json:
+        print_json(result.to_json())
+    else:
+        rows = [(m.name, m.hash or "", f"{m.weight:g}", ref, how) for m, ref, how in result.found]
+        rows += [(m.name, m.hash or "", f"{m.weight:g}", "MISSING", "") for m in result.missing]
+        table(f"{result.recipe.tool} image", ["lora", "hash", "weight", "adapter", "by"], rows)
+        if result.mix is not None:
+            info(f"saved mix {result.mix.name} ({len(result.mix.members)} members)")
+    if result.missing and not (allow_missing or dry_run):
+        names = ", ".join(m.name + (f" ({m.hash})" if m.hash else "") for m in result.missing)
+        raise click.ClickException(
+            f"not registered: {names}; nothing saved (--allow-missing saves the rest)"
+        )
+
+
 @mix.command("list")
 @json_option
 @handle_errors

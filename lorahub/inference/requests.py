@@ -78,16 +78,21 @@ def parse_prompt_tags(prompt: str) -> tuple[str, list[MixMember]]:
 def _tag_member(name: str, rest: str, tag: str) -> MixMember:
     """One prompt tag as a MixMember."""
     check_name(name.partition("@")[0], "adapter name")
+    weight, te_weight = tag_weights(rest, tag)
+    return MixMember(ref=name, weight=weight, te_weight=te_weight)
+
+
+def tag_weights(rest: str, tag: str) -> tuple[float, float | None]:
+    """(UNet weight, text-encoder weight or None) of a tag's `:W[:UNET_W]` / `:te=W:unet=W` part."""
     parts = [p.strip() for p in rest.split(":")[1:] if p.strip()]
     named = {k.strip(): v for k, _, v in (p.partition("=") for p in parts if "=" in p)}
     plain = [p for p in parts if "=" not in p]
     try:
         if named:
-            unet = float(named.get("unet", 1.0))
             te = float(named["te"]) if "te" in named else None
-            return MixMember(ref=name, weight=unet, te_weight=te)
+            return float(named.get("unet", 1.0)), te
         if len(plain) >= 2:
-            return MixMember(ref=name, weight=float(plain[1]), te_weight=float(plain[0]))
-        return MixMember(ref=name, weight=float(plain[0]) if plain else 1.0)
+            return float(plain[1]), float(plain[0])
+        return (float(plain[0]) if plain else 1.0), None
     except ValueError:
         raise InvalidInputError(f"invalid weight in prompt tag {tag!r}") from None

@@ -49,6 +49,7 @@ def demo_adapters(registry: Registry, workdir: Path) -> None:
         "example-mix",
         [MixMember(first, 0.8), MixMember(second, 0.5, te_weight=0.3)],
         description="Both demo adapters at once.",
+        defaults={"prompt": "a red circle", "seed": 1, "steps": 8},
     )
     registry.record_publication(
         first, "your-name/example-style", "main", None,
@@ -65,6 +66,13 @@ def demo_adapters(registry: Registry, workdir: Path) -> None:
             [EXAMPLE_DIR, EXAMPLE_MTIME],
         )
         db.execute("UPDATE models SET path = 'models/' || name")
+        params = '{"tool": "lorahub", "prompt": "a red circle", "seed": 1, "steps": 8}'
+        db.execute(
+            "INSERT INTO adapter_images (adapter_id, position, file, source, tool, params, created_at)"
+            " SELECT id, 0, 'example-style-0.png', 'images/example-style-0.png', 'lorahub', ?, ?"
+            " FROM adapters WHERE name = ?",
+            [params, EXAMPLE_STAMP, first],
+        )
         _fix_times(db.conn)
 
 

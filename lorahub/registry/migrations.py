@@ -241,6 +241,28 @@ def m0006_previews_and_scan_roots(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations(name="0008_mix_defaults_and_images")
+def m0008_mix_defaults_and_images(db: sqlite_utils.Database) -> None:
+    _run(
+        db,
+        """
+        ALTER TABLE mixes ADD COLUMN defaults TEXT;
+        CREATE TABLE adapter_images (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            adapter_id INTEGER NOT NULL REFERENCES adapters (id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            file TEXT NOT NULL,
+            source TEXT,
+            tool TEXT,
+            params TEXT,
+            created_at TEXT NOT NULL,
+            UNIQUE (adapter_id, file)
+        );
+        CREATE INDEX adapter_images_adapter ON adapter_images (adapter_id, position);
+        """,
+    )
+
+
 def apply_migrations(db: sqlite_utils.Database, stop_before: str | None = None) -> None:
     """Apply pending migrations under the write lock, so two processes never race on them."""
     if not migrations.pending(db):

@@ -50,6 +50,7 @@ def save_mix(
     *,
     description: str | None = None,
     force: bool = False,
+    defaults: dict[str, Any] | None = None,
 ) -> MixRecord:
     """Validate and store a mix in one transaction (replacing it with `force`)."""
     check_name(name, "mix name")
@@ -67,14 +68,15 @@ def save_mix(
         if old:
             db.execute("DELETE FROM mix_members WHERE mix_id = ?", [old[0]])
             db.execute(
-                "UPDATE mixes SET description = ?, base_family = ?, updated_at = ? WHERE id = ?",
-                [description, family, stamp, old[0]],
+                "UPDATE mixes SET description = ?, base_family = ?, defaults = ?, updated_at = ? WHERE id = ?",
+                [description, family, dumps(defaults or {}), stamp, old[0]],
             )
             mix_id = old[0]
         else:
             cur = db.execute(
-                "INSERT INTO mixes (name, description, base_family, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
-                [name, description, family, stamp, stamp],
+                "INSERT INTO mixes (name, description, base_family, defaults, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [name, description, family, dumps(defaults or {}), stamp, stamp],
             )
             mix_id = cur.lastrowid
         for pos, (m, r) in enumerate(zip(members, records, strict=True)):
@@ -114,6 +116,7 @@ def _mix(db: sqlite_utils.Database, row: dict[str, Any]) -> MixRecord:
         member_names=tuple(m["adapter_ref"] for m in members),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        defaults=loads(row.get("defaults")) or {},
     )
 
 

@@ -170,6 +170,30 @@ class LineageParent:
 
 
 @dataclass(frozen=True)
+class ImageRecord:
+    """One example image of an adapter (the first is its preview), with what it says about itself."""
+
+    id: int
+    position: int
+    file: str  # relative to the previews folder
+    source: str | None
+    tool: str | None
+    params: dict[str, Any] | None
+    created_at: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "position": self.position,
+            "file": self.file,
+            "source": self.source,
+            "tool": self.tool,
+            "params": self.params,
+            "created_at": self.created_at,
+        }
+
+
+@dataclass(frozen=True)
 class MixRecord:
     """A named, weighted set of adapters."""
 
@@ -181,6 +205,7 @@ class MixRecord:
     member_names: tuple[str | None, ...]
     created_at: str
     updated_at: str
+    defaults: dict[str, Any] = field(default_factory=dict)  # prompt, seed, steps, … to start from
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -188,6 +213,7 @@ class MixRecord:
             "name": self.name,
             "description": self.description,
             "base_family": self.base_family,
+            "defaults": self.defaults,
             "members": [
                 {**m.to_json(), "adapter": n}
                 for m, n in zip(self.members, self.member_names, strict=True)

@@ -12,6 +12,7 @@ from lorahub import paths
 from lorahub.errors import AlreadyExistsError, InvalidInputError, NotFoundError
 from lorahub.fileio import atomic_copy
 from lorahub.registry import adapters as A
+from lorahub.registry import images as I
 from lorahub.registry import lineage as L
 from lorahub.registry import mixes as M
 from lorahub.registry import queries as Q
@@ -20,6 +21,7 @@ from lorahub.registry.db import connect, dumps, transaction
 from lorahub.registry.migrations import apply_migrations, migration_status
 from lorahub.registry.records import (
     AdapterRecord,
+    ImageRecord,
     LineageEdge,
     LineageParent,
     MixRecord,
@@ -264,6 +266,20 @@ class Registry:
             atomic_copy(src, paths.previews_dir() / rel)
         return rel
 
+    def add_images(self, ref: str, images: Sequence[str | os.PathLike[str]]) -> list[ImageRecord]:
+        """Append example images (copied in, their recipes read); the first is the preview."""
+        I.check_sources(images)
+        record = self.get_adapter(ref)
+        return I.add_images(self.db, record.id, images, self._copy_preview)
+
+    def images(self, ref: str) -> list[ImageRecord]:
+        """An adapter's example images, in order."""
+        return I.list_images(self.db, self.get_adapter(ref).id)
+
+    def remove_image(self, ref: str, which: str) -> ImageRecord:
+        """Remove one example image (by position or file name)."""
+        return I.remove_image(self.db, self.get_adapter(ref).id, which)
+
     def preview_path(self, ref: str) -> Path | None:
         """The absolute path of an adapter's preview image, if it has one."""
         rel = self.get_adapter(ref).preview
@@ -376,9 +392,12 @@ class Registry:
         *,
         description: str | None = None,
         force: bool = False,
+        defaults: dict[str, Any] | None = None,
     ) -> MixRecord:
         """Store a validated mix (members exist, no duplicates, one base family)."""
-        return M.save_mix(self.db, name, members, description=description, force=force)
+        return M.save_mix(
+            self.db, name, members, description=description, force=force, defaults=defaults
+        )
 
     def get_mix(self, name: str) -> MixRecord:
         """A mix by name."""

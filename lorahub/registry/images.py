@@ -1,0 +1,93 @@
+"""Example images of an adapter: any number, in order, each with the recipe it carries.
+
+Files are copied into the previews folder under their content hash (shared with previews);
+the first image is the adapter's preview.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sqlite_utils
+
+from lorahub.errors import InvalidInputError, NotFoundError
+from lorahub.registry.db import dumps, loads, now, transaction
+from lorahub.registry.records import ImageRecord
+
+Copy = Callable[[Any], str]  # image path -> file name in the previews folder
+
+
+def add_images(
+    db: sqlite_utils.Database, adapter_id: int, sources: Sequence[Any], copy: Copy
+) -> list[ImageRecord]:
+    """Append images (read and copied before the one transaction that records them)."""
+    from lorahub.library.imagemeta import read_recipe
+
+    staged = []
+    for src in sources:
+        recipe = read_recipe(src)  # a file that is not an image fails here, before any write
+        staged.append((copy(src), str(src), recipe))
+    with transaction(db):
+        (last,) = db.execute(
+            "SELECT COALESCE(MAX(position), -1) FROM adapter_images WHERE adapter_id = ?",
+            [adapter_id],
+        ).fetchone()
+        for file, src, recipe in staged:
+            taken = db.execute(
+                "SELECT 1 FROM adapter_images WHERE adapter_id = ? AND file = ?", [adapter_id, file]
+            ).fetchone()
+            if taken:
+                continue  # the same picture twice is one example
+            last += 1
+            db.execute(
+                "INSERT INTO adapter_images (adapter_id, position, file, source, tool, params, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [adapter_id, last, file, src, recipe.tool if recipe else None,
+                 dumps(recipe.to_json()) if recipe else None, now()],
+            )  # fmt: skip
+        _sync_preview(db, adapter_id)
+    return list_images(db, adapter_id)
+
+
+def list_images(db: sqlite_utils.Database, adapter_id: int) -> list[ImageRecord]:
+    """An adapter's images in order."""
+    return [
+        ImageRecord(r["id"], r["position"], r["file"], r["source"], r["tool"],
+                    loads(r["params"]), r["created_at"])
+        for r in db.query(
+            "SELECT * FROM adapter_images WHERE adapter_id = ? ORDER BY position", [adapter_id]
+        )
+    ]  # fmt: skip
+
+
+def remove_image(db: sqlite_utils.Database, adapter_id: int, which: str) -> ImageRecord:
+    """Remove one image, given by its position (as listed) or its file name."""
+    images = list_images(db, adapter_id)
+    match = [i for i in images if which in (str(i.position), i.file)]
+    if not match:
+        have = ", ".join(str(i.position) for i in images) or "none"
+        raise NotFoundError(f"no image {which!r} (positions: {have})")
+    with transaction(db):
+        db.execute("DELETE FROM adapter_images WHERE id = ?", [match[0].id])
+        _sync_preview(db, adapter_id, removed=match[0].file)
+    return match[0]
+
+
+def _sync_preview(db: sqlite_utils.Database, adapter_id: int, removed: str | None = None) -> None:
+    """The first image is the preview: set it when there is none, or when it was removed."""
+    (preview,) = db.execute("SELECT preview FROM adapters WHERE id = ?", [adapter_id]).fetchone()
+    first = db.execute(
+        "SELECT file FROM adapter_images WHERE adapter_id = ? ORDER BY position LIMIT 1",
+        [adapter_id],
+    ).fetchone()
+    if preview is None or preview == removed:
+        db.execute(
+            "UPDATE adapters SET preview = ? WHERE id = ?",
+            [first[0] if first else None, adapter_id],
+        )
+
+
+def check_sources(sources: Sequence[Any]) -> None:
+    if not sources:
+        raise InvalidInputError("give at least one image")
