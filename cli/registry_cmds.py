@@ -329,28 +329,49 @@ def _show_pairs(r: Any) -> list[tuple[str, Any]]:
     ]  # fmt: skip
 
 
-@click.command()
-@click.argument("ref")
-@click.argument("tags", nargs=-1, required=True)
-@json_option
-@handle_errors
-def tag(ref: str, tags: tuple[str, ...], as_json: bool) -> None:
-    """Add tags to an adapter."""
-    record = _registry().tag(ref, tags)
-    print_json(record.to_json()) if as_json else info(f"{record.ref}: {', '.join(record.tags)}")
+WHERE_HELP = "Every adapter matching these `list` filters, e.g. 'base=sdxl tag=style min-rank=8' (keys: tag, base, format, min-rank, max-rank, q, published); then every argument is a tag."
 
 
-@click.command()
-@click.argument("ref")
-@click.argument("tags", nargs=-1, required=True)
-@json_option
-@handle_errors
-def untag(ref: str, tags: tuple[str, ...], as_json: bool) -> None:
-    """Remove tags from an adapter."""
-    record = _registry().untag(ref, tags)
-    print_json(record.to_json()) if as_json else info(
-        f"{record.ref}: {', '.join(record.tags) or '(no tags)'}"
+def _tag_command(add: bool) -> Any:
+    verb = "tag" if add else "untag"
+    about = (
+        "Add tags to an adapter, or to every adapter --where selects."
+        if add
+        else "Remove tags from an adapter, or from every adapter --where selects."
     )
+
+    @click.command(name=verb, help=about)
+    @click.argument("args", nargs=-1, required=True, metavar="[REF] TAGS...")
+    @click.option("--where", default=None, help=WHERE_HELP)
+    @click.option("--dry-run", is_flag=True, help="With --where: show what would change.")
+    @json_option
+    @handle_errors
+    def command(args: tuple[str, ...], where: str | None, dry_run: bool, as_json: bool) -> None:
+        registry = _registry()
+        if where is None:
+            if len(args) < 2:
+                raise click.UsageError("give REF and at least one tag (or --where FILTERS TAGS...)")
+            record = registry.tag(args[0], args[1:]) if add else registry.untag(args[0], args[1:])
+            if as_json:
+                print_json(record.to_json())
+            else:
+                info(f"{record.ref}: {', '.join(record.tags) or '(no tags)'}")
+            return
+        changes = registry.bulk_tag(
+            where, add=args if add else (), remove=() if add else args, dry_run=dry_run
+        )
+        if as_json:
+            print_json([c.to_json() for c in changes])
+            return
+        rows = [(c.ref, ", ".join(c.before), ", ".join(c.after)) for c in changes]
+        title = f"{len(changes)} adapter(s) {'would change' if dry_run else 'changed'}"
+        table(title, ["adapter", "tags before", "tags after"], rows)
+
+    return command
+
+
+tag = _tag_command(add=True)
+untag = _tag_command(add=False)
 
 
 @click.command()

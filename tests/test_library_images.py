@@ -147,3 +147,21 @@ def test_example_images_add_list_rm(reg, tmp_path):
     assert "not a readable image" in result.output
     assert len(reg.images(STYLE)) == 1  # nothing of the failed call was recorded
     assert "no image" in _cli("images", "rm", STYLE, "7", ok=False).output
+
+
+def test_bulk_tag_and_untag_where(reg):
+    reg.tag(LIGHT, ["keep"])
+    dry = json.loads(
+        _cli("tag", "--where", "base=tiny-sd1 q=example", "fav", "--dry-run", "--json").stdout
+    )
+    assert sorted(c["ref"] for c in dry) == [LIGHT, STYLE]
+    assert "fav" not in reg.get_adapter(STYLE).tags  # a dry run changes nothing
+    _cli("tag", "--where", "base=tiny-sd1", "fav", "more")
+    assert {"fav", "more"} <= set(reg.get_adapter(STYLE).tags)
+    changed = json.loads(_cli("untag", "--where", "tag=keep", "fav", "--json").stdout)
+    assert [(c["ref"], c["after"]) for c in changed] == [(LIGHT, ["keep", "more"])]
+    assert "fav" in reg.get_adapter(STYLE).tags
+    for args, message in ((["--where", "colour=red", "x"], "KEY=VALUE"),
+                          (["--where", "min-rank=big", "x"], "whole number"),
+                          (["only-ref"], "give REF and at least one tag")):  # fmt: skip
+        assert message in _cli("tag", *args, ok=False).output

@@ -12,11 +12,13 @@ from lorahub import paths
 from lorahub.errors import AlreadyExistsError, InvalidInputError, NotFoundError
 from lorahub.fileio import atomic_copy
 from lorahub.registry import adapters as A
+from lorahub.registry import bulk as B
 from lorahub.registry import images as I
 from lorahub.registry import lineage as L
 from lorahub.registry import mixes as M
 from lorahub.registry import queries as Q
 from lorahub.registry import scan as S
+from lorahub.registry.bulk import TagChange
 from lorahub.registry.db import connect, dumps, transaction
 from lorahub.registry.migrations import apply_migrations, migration_status
 from lorahub.registry.records import (
@@ -215,6 +217,18 @@ class Registry:
             adapter_id = Q.resolve_id(self.db, ref)
             A.remove_tags(self.db, adapter_id, list(tags))
         return Q.get_record(self.db, adapter_id)
+
+    def bulk_tag(
+        self,
+        where: str,
+        *,
+        add: Iterable[str] = (),
+        remove: Iterable[str] = (),
+        dry_run: bool = False,
+    ) -> list[TagChange]:
+        """Add/remove tags on every adapter `where` (the `list` filters as KEY=VALUE) selects."""
+        filters = B.parse_where(where)
+        return B.bulk_tags(self.db, filters, add=tuple(add), remove=tuple(remove), dry_run=dry_run)
 
     def update_adapter(self, ref: str, **fields: Any) -> AdapterRecord:
         """Change `description` and/or `trigger_words`."""
