@@ -163,14 +163,21 @@ def add(path: Path, name: str | None, version: str | None, tags: tuple[str, ...]
 @click.option(
     "--trust-pickle", is_flag=True, help="Also read .ckpt/.pt/.bin files (weights_only=True)."
 )
+@click.option(
+    "--refresh-sidecars", is_flag=True,
+    help="Re-read every sidecar (.civitai.info, A1111 .json, ...), changed or not.",
+)  # fmt: skip
 @json_option
 @handle_errors
-def scan(folder: Path, no_hash: bool, trust_pickle: bool, as_json: bool) -> None:
-    """Index every adapter under a folder, incrementally."""
+def scan(
+    folder: Path, no_hash: bool, trust_pickle: bool, refresh_sidecars: bool, as_json: bool
+) -> None:
+    """Index every adapter under a folder, incrementally, with other tools' sidecar files."""
     with progress("scanning", quiet=as_json) as advance:
         report = _registry().scan(
-            folder, hash=not no_hash, trust_pickle=trust_pickle, progress=advance
-        )
+            folder, hash=not no_hash, trust_pickle=trust_pickle, progress=advance,
+            refresh_sidecars=refresh_sidecars,
+        )  # fmt: skip
     if as_json:
         print_json(report.to_json())
         return
@@ -185,14 +192,23 @@ def _under(root: str, path: str) -> str:
 def _print_scan(report: Any, no_hash: bool) -> None:
     counts = [
         (k, len(getattr(report, k)))
-        for k in ("new", "changed", "unchanged", "moved", "missing", "skipped", "errors")
+        for k in (
+            "new",
+            "changed",
+            "unchanged",
+            "moved",
+            "missing",
+            "skipped",
+            "errors",
+            "sidecars",
+        )
     ]
     table(
         f"scan of {report.root}",
         ["result", "files"],
         [*counts, ("duplicate groups", len(report.duplicates))],
     )
-    kinds: tuple[str, ...] = ("new", "changed", "moved", "missing", "errors", "skipped")
+    kinds: tuple[str, ...] = ("new", "changed", "moved", "missing", "errors", "skipped", "sidecars")
     if len(report.new) > SCAN_LIST_LIMIT:  # a first scan of a big folder: the counts say enough
         kinds = kinds[1:]
     rel = functools.partial(_under, report.root)  # the title names the root: paths below it

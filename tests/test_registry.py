@@ -317,7 +317,7 @@ def test_json_shape(reg: Registry, tmp_path: Path) -> None:
         "id", "name", "version", "ref", "path", "size", "mtime", "sha256", "autov2", "tensor_sha256", "autov3",
         "format", "network_type", "base_family", "base_evidence", "base_conflict", "components", "rank",
         "rank_min", "rank_max", "rank_summary", "alpha", "dtype", "param_count", "module_count", "targets",
-        "trigger_words", "description", "source", "managed", "tags", "summary", "metadata", "preview",
+        "trigger_words", "description", "source", "managed", "tags", "summary", "metadata", "preview", "sidecar",
         "publications", "created_at", "updated_at",
     }  # fmt: skip
     assert keys == documented

@@ -194,6 +194,15 @@ def remove_tags(db: sqlite_utils.Database, adapter_id: int, tags: Iterable[str])
         db.execute("DELETE FROM adapter_tags WHERE adapter_id = ? AND tag = ?", [adapter_id, tag])
 
 
+def mark_user_fields(db: sqlite_utils.Database, adapter_id: int, fields: Iterable[str]) -> None:
+    """Remember which fields the user set in lorahub: sidecars never overwrite those."""
+    from lorahub.registry.db import dumps, loads
+
+    (old,) = db.execute("SELECT user_fields FROM adapters WHERE id = ?", [adapter_id]).fetchone()
+    merged = sorted(set(loads(old) or []) | set(fields))
+    db.execute("UPDATE adapters SET user_fields = ? WHERE id = ?", [dumps(merged), adapter_id])
+
+
 def mixes_using(db: sqlite_utils.Database, adapter_id: int) -> list[str]:
     """Names of the mixes that have this adapter as a member."""
     rows = db.execute(

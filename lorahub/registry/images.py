@@ -18,8 +18,23 @@ from lorahub.registry.records import ImageRecord
 Copy = Callable[[Any], str]  # image path -> file name in the previews folder
 
 
+def copy_into_previews(image_path: Any) -> str:
+    """Copy an image into the previews folder under its content hash; returns the relative name."""
+    import hashlib
+
+    from lorahub import paths
+    from lorahub.fileio import atomic_copy
+    from lorahub.registry.adapters import check_file
+
+    src = check_file(image_path)
+    rel = hashlib.sha256(src.read_bytes()).hexdigest()[:16] + src.suffix.lower()
+    if not (paths.previews_dir() / rel).exists():
+        atomic_copy(src, paths.previews_dir() / rel)
+    return rel
+
+
 def add_images(
-    db: sqlite_utils.Database, adapter_id: int, sources: Sequence[Any], copy: Copy
+    db: sqlite_utils.Database, adapter_id: int, sources: Sequence[Any], copy: Copy | None = None
 ) -> list[ImageRecord]:
     """Append images (read and copied before the one transaction that records them)."""
     from lorahub.library.imagemeta import read_recipe
@@ -27,7 +42,7 @@ def add_images(
     staged = []
     for src in sources:
         recipe = read_recipe(src)  # a file that is not an image fails here, before any write
-        staged.append((copy(src), str(src), recipe))
+        staged.append(((copy or copy_into_previews)(src), str(src), recipe))
     with transaction(db):
         (last,) = db.execute(
             "SELECT COALESCE(MAX(position), -1) FROM adapter_images WHERE adapter_id = ?",

@@ -263,6 +263,17 @@ def m0008_mix_defaults_and_images(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations(name="0009_sidecars")
+def m0009_sidecars(db: sqlite_utils.Database) -> None:
+    _run(
+        db,
+        """
+        ALTER TABLE adapters ADD COLUMN sidecar TEXT;
+        ALTER TABLE adapters ADD COLUMN user_fields TEXT;
+        """,
+    )
+
+
 def apply_migrations(db: sqlite_utils.Database, stop_before: str | None = None) -> None:
     """Apply pending migrations under the write lock, so two processes never race on them."""
     if not migrations.pending(db):

@@ -73,6 +73,7 @@ def row_to_record(row: dict[str, Any]) -> AdapterRecord:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         preview=row.get("preview"),
+        sidecar=loads(row.get("sidecar")),
         tags=tuple(json.loads(row.get("tags_json") or "[]")),
         publications=tuple(sorted(pubs, key=lambda p: p.created_at)),
         metadata=loads(row["metadata"]) if "metadata" in row else None,

@@ -77,6 +77,7 @@ class AdapterRecord:
     created_at: str
     updated_at: str
     preview: str | None = None
+    sidecar: dict[str, Any] | None = None  # what other tools' sidecar files said (and which)
     tags: tuple[str, ...] = ()
     publications: tuple[PublicationRecord, ...] = ()
     metadata: dict[str, str] | None = field(default=None, compare=False)
@@ -128,6 +129,7 @@ class AdapterRecord:
             "summary": dict(self.summary),
             "metadata": None if self.metadata is None else dict(self.metadata),
             "preview": self.preview,
+            "sidecar": self.sidecar,
             "publications": [p.to_json() for p in self.publications],
             "created_at": self.created_at,
             "updated_at": self.updated_at,
@@ -271,13 +273,23 @@ class ScanReport:
     missing: list[ScanItem] = field(default_factory=list)
     skipped: list[ScanItem] = field(default_factory=list)
     errors: list[ScanItem] = field(default_factory=list)
+    sidecars: list[ScanItem] = field(default_factory=list)  # sidecar facts taken in, or problems
     duplicates: list[list[ScanItem]] = field(default_factory=list)
     bytes_read: int = 0
     bytes_total: int = 0
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"root": self.root}
-        for key in ("new", "changed", "unchanged", "moved", "missing", "skipped", "errors"):
+        for key in (
+            "new",
+            "changed",
+            "unchanged",
+            "moved",
+            "missing",
+            "skipped",
+            "errors",
+            "sidecars",
+        ):
             out[key] = [i.to_json() for i in getattr(self, key)]
         out["duplicates"] = [[i.to_json() for i in g] for g in self.duplicates]
         out["bytes_read"] = self.bytes_read

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -242,6 +241,7 @@ class Registry:
         with transaction(self.db):
             adapter_id = Q.resolve_id(self.db, ref)
             if fields:
+                A.mark_user_fields(self.db, adapter_id, fields)
                 A.update_row(self.db, adapter_id, fields)
         return Q.get_record(self.db, adapter_id)
 
@@ -273,12 +273,7 @@ class Registry:
         return Q.get_record(self.db, record.id)
 
     def _copy_preview(self, image_path: str | os.PathLike[str]) -> str:
-        """Copy an image into the previews folder under its content hash; returns the relative name."""
-        src = A.check_file(image_path)
-        rel = hashlib.sha256(src.read_bytes()).hexdigest()[:16] + src.suffix.lower()
-        if not (paths.previews_dir() / rel).exists():
-            atomic_copy(src, paths.previews_dir() / rel)
-        return rel
+        return I.copy_into_previews(image_path)
 
     def add_images(self, ref: str, images: Sequence[str | os.PathLike[str]]) -> list[ImageRecord]:
         """Append example images (copied in, their recipes read); the first is the preview."""
@@ -308,9 +303,13 @@ class Registry:
         hash: bool = True,
         trust_pickle: bool = False,
         progress: Progress = None,
+        refresh_sidecars: bool = False,
     ) -> ScanReport:
-        """Index every adapter under `root`, reading only new or changed files."""
-        return S.scan_folder(self.db, root, hash=hash, trust_pickle=trust_pickle, progress=progress)
+        """Index every adapter under `root`, reading only new or changed files (and sidecars)."""
+        return S.scan_folder(
+            self.db, root, hash=hash, trust_pickle=trust_pickle, progress=progress,
+            refresh_sidecars=refresh_sidecars,
+        )  # fmt: skip
 
     def compute_missing_hashes(self, progress: Progress = None) -> int:
         """Hash files registered without hashes (`--no-hash`); returns how many were hashed."""

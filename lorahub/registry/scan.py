@@ -58,8 +58,10 @@ def scan_folder(
     hash: bool = True,
     trust_pickle: bool = False,
     progress: Progress = None,
+    refresh_sidecars: bool = False,
 ) -> ScanReport:
-    """Register new files, refresh changed ones (by size+mtime), report the rest; one file per transaction."""
+    """Register new files, refresh changed ones (by size+mtime), report the rest; one file per
+    transaction. Sidecars of other tools beside each file are taken in when they changed."""
     base = Path(root).expanduser().resolve()
     if not base.is_dir():
         raise NotFoundError(f"no such folder: {base}")
@@ -72,6 +74,7 @@ def scan_folder(
     for path in files:
         seen.add(str(path))
         _scan_one(db, path, known.get(str(path)), report, hash=hash, trust_pickle=trust_pickle)
+        _take_sidecars(db, path, report, refresh_sidecars)
         if progress:
             progress(1, status=path.name)
     missing = [row for p, row in known.items() if p not in seen]
@@ -116,6 +119,21 @@ def _scan_one(
         report.changed.append(ScanItem(str(path), _label(row)))
     else:
         report.new.append(ScanItem(str(path), _register_new(db, path, facts)))
+
+
+def _take_sidecars(
+    db: sqlite_utils.Database, path: Path, report: ScanReport, refresh: bool
+) -> None:
+    """Sidecar facts for a registered file; each problem is its own report line."""
+    from lorahub.registry.sidecar_sync import sync_sidecars
+
+    try:
+        taken, problems = sync_sidecars(db, path, refresh=refresh)
+    except OSError as exc:  # a sidecar vanished or became unreadable mid-scan
+        taken, problems = None, [f"sidecars unreadable: {exc.strerror or exc}"]
+    if taken:
+        report.sidecars.append(ScanItem(str(path), None, taken))
+    report.sidecars += [ScanItem(str(path), None, f"problem: {p}") for p in problems]
 
 
 def _refresh(db: sqlite_utils.Database, adapter_id: int, facts: FileFacts) -> None:
