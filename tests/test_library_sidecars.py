@@ -121,3 +121,26 @@ def test_a_huge_or_odd_sidecar_never_stops_the_scan(library):
     assert len(report["new"]) == 7 and not report["errors"]
     details = " | ".join(i["detail"] for i in report["sidecars"])
     assert "larger than" in details and "not an object" in details and "not valid JSON" in details
+
+
+def test_sidecars_write_for_a1111_and_never_over_a_newer_file(library):
+    _scan(library)
+    with Registry() as reg:
+        reg.update_adapter("a", description="curated in lorahub", trigger_words=["t1", "t2"])
+    later = (library / "b.json").stat().st_mtime + 3600  # A1111 edited b.json after the scan
+    os.utime(library / "b.json", (later, later))
+    run = CliRunner().invoke(main, ["sidecars", "write", "a", "b", "--json"])
+    assert run.exit_code == 0, run.output
+    actions = {(os.path.basename(w["path"]), w["action"]) for w in json.loads(run.stdout)}
+    assert ("a.json", "written") in actions and ("b.preview.png", "written") in actions
+    assert ("a.preview.png", "unchanged") in actions  # the preview came from that very file
+    assert ("b.json", "kept") in actions  # changed after lorahub's record: kept without --force
+    meta = json.loads((library / "a.json").read_text())
+    assert meta["description"] == "curated in lorahub" and meta["activation text"] == "t1, t2"
+    assert meta["sd version"] == "Unknown"  # a tiny-sd1 file: no A1111 choice fits
+    again = CliRunner().invoke(main, ["sidecars", "write", "a", "--json"])
+    assert {w["action"] for w in json.loads(again.stdout)} == {"unchanged"}
+    forced = CliRunner().invoke(main, ["sidecars", "write", "b", "--force", "--json"])
+    assert ("json", "written") in {(w["path"][-4:], w["action"]) for w in json.loads(forced.stdout)}
+    assert json.loads((library / "b.json").read_text())["activation text"] == "b1, b2"
+    assert "--all" in CliRunner().invoke(main, ["sidecars", "write"]).output
