@@ -167,16 +167,29 @@ def add(path: Path, name: str | None, version: str | None, tags: tuple[str, ...]
     "--refresh-sidecars", is_flag=True,
     help="Re-read every sidecar (.civitai.info, A1111 .json, ...), changed or not.",
 )  # fmt: skip
+@click.option(
+    "--workers", type=click.IntRange(0, 64), default=None,
+    help="Processes reading files in a big scan (default: the usable cores; 0 or 1: none).",
+)  # fmt: skip
 @json_option
 @handle_errors
 def scan(
-    folder: Path, no_hash: bool, trust_pickle: bool, refresh_sidecars: bool, as_json: bool
+    folder: Path,
+    no_hash: bool,
+    trust_pickle: bool,
+    refresh_sidecars: bool,
+    workers: int | None,
+    as_json: bool,
 ) -> None:
     """Index every adapter under a folder, incrementally, with other tools' sidecar files."""
+    from lorahub.registry.prefetch import default_workers, usable_cores
+
+    if workers is None:
+        workers = default_workers(usable_cores())
     with progress("scanning", quiet=as_json) as advance:
         report = _registry().scan(
             folder, hash=not no_hash, trust_pickle=trust_pickle, progress=advance,
-            refresh_sidecars=refresh_sidecars,
+            refresh_sidecars=refresh_sidecars, workers=workers,
         )  # fmt: skip
     if as_json:
         print_json(report.to_json())

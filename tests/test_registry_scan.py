@@ -136,3 +136,68 @@ def test_verify(reg: Registry, tmp_path: Path) -> None:
         "moved"
     ]
     assert reg.get_adapter("moved").path == str(lib / "deeper" / "moved-here.safetensors")
+
+
+def test_parallel_scan_matches_sequential(
+    reg: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker processes read the files; the rows, names, errors and duplicates are the same."""
+    import lorahub.registry.prefetch as prefetch
+
+    lib = tmp_path / "lib"
+    for i in range(6):
+        write_lora(lib / f"d{i % 3}" / f"l{i}.safetensors", i, rank=4 + i % 2 * 4)
+    write_lora(lib / "twin.safetensors", 2)  # a duplicate of l2
+    (lib / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    (lib / "old.ckpt").write_bytes(b"not read")  # untrusted pickle: skipped, never sent to a worker
+    monkeypatch.setattr(prefetch, "PARALLEL_MIN", 2)
+    seq = Registry(tmp_path / "seq.db")
+    try:
+        one = seq.scan(lib, workers=0)
+        many = reg.scan(lib, workers=2)
+        rows = lambda r: sorted(  # noqa: E731
+            (a.name, a.path, a.rank, a.sha256, a.tensor_sha256) for a in r.list_adapters()
+        )
+        assert rows(seq) == rows(reg) and len(rows(reg)) == 7
+        for kind in ("new", "errors", "skipped"):
+            assert sorted((i.path, i.name, i.detail) for i in getattr(one, kind)) == sorted(
+                (i.path, i.name, i.detail) for i in getattr(many, kind)
+            ), kind
+        assert [sorted(i.name for i in g) for g in many.duplicates] == [["l2", "twin"]]
+        assert many.bytes_read == one.bytes_read
+        again = reg.scan(lib, workers=2)  # nothing due: no workers started, nothing read
+        assert len(again.unchanged) == 7 and again.bytes_read == 0
+    finally:
+        seq.close()
+
+
+def test_reader_starts_workers_only_when_many_files_are_due(tmp_path: Path) -> None:
+    from lorahub.registry.prefetch import FactsReader
+
+    write_lora(tmp_path / "a.safetensors", 1)
+    with FactsReader([tmp_path / "a.safetensors"], hash=False, trust_pickle=False, workers=8) as r:
+        assert not r.parallel and r.read(tmp_path / "a.safetensors").header_bytes > 0
+
+
+def test_a_broken_pool_falls_back_to_reading_here(tmp_path: Path, monkeypatch) -> None:
+    """A worker that cannot start (an unguarded __main__, a killed process) costs speed, not rows."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    import lorahub.registry.prefetch as prefetch
+
+    paths = [tmp_path / f"{i}.safetensors" for i in range(3)]
+    for i, p in enumerate(paths):
+        write_lora(p, i)
+
+    def broken():
+        raise BrokenProcessPool("gone")
+        yield
+
+    monkeypatch.setattr(prefetch, "PARALLEL_MIN", 2)
+    with prefetch.FactsReader(paths, hash=True, trust_pickle=False, workers=2) as r:
+        assert r.parallel
+        r._ahead = broken()
+        assert [r.read(p).columns["sha256"] for p in paths] == [
+            prefetch.read_facts(p, hash=True, trust_pickle=False).columns["sha256"] for p in paths
+        ]
+        assert not r.parallel

@@ -142,19 +142,41 @@ def read_scalars(
 ) -> dict[str, float]:
     """Read small scalar tensors (kohya `.alpha`) by offset, without loading anything else."""
     out: dict[str, float] = {}
-    # Unbuffered: a buffered read would pull ~4 KB around every 4-byte scalar.
+    ordered = sorted(keys, key=lambda k: header[k]["data_offsets"][0])
+    # Unbuffered, and scalars lying close together read in one call: a buffered read would pull
+    # ~4 KB around every 4-byte scalar, one read per scalar costs a system call each.
     with open(path, "rb", buffering=0) as fh:
-        for key in sorted(keys, key=lambda k: header[k]["data_offsets"][0]):
-            entry = header[key]
-            begin, end = entry["data_offsets"]
-            code = STRUCT_CODES.get(entry["dtype"])
-            fh.seek(8 + header_len + begin)
-            raw = fh.read(end - begin)
-            if entry["dtype"] == "BF16" and len(raw) == 2:
-                out[key] = struct.unpack("<f", b"\x00\x00" + raw)[0]
-            elif code and len(raw) == struct.calcsize(code):
-                out[key] = float(struct.unpack(code, raw)[0])
+        for run in _runs(ordered, header):
+            first, last = header[run[0]]["data_offsets"][0], header[run[-1]]["data_offsets"][1]
+            fh.seek(8 + header_len + first)
+            span = fh.read(last - first)
+            for key in run:
+                entry = header[key]
+                begin, end = entry["data_offsets"]
+                raw = span[begin - first : end - first]
+                code = STRUCT_CODES.get(entry["dtype"])
+                if entry["dtype"] == "BF16" and len(raw) == 2:
+                    out[key] = struct.unpack("<f", b"\x00\x00" + raw)[0]
+                elif code and len(raw) == struct.calcsize(code):
+                    out[key] = float(struct.unpack(code, raw)[0])
     return out
+
+
+SCALAR_GAP = 4096  # bytes between two scalars read in one call rather than two
+
+
+def _runs(ordered: list[str], header: dict[str, Any]) -> list[list[str]]:
+    """Keys (by offset) grouped where each begins within SCALAR_GAP bytes of the previous end."""
+    runs: list[list[str]] = []
+    end = -1
+    for key in ordered:
+        begin, stop = header[key]["data_offsets"]
+        if runs and begin - end <= SCALAR_GAP:
+            runs[-1].append(key)
+        else:
+            runs.append([key])
+        end = max(end, stop)
+    return runs
 
 
 def hash_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> FileHashes:

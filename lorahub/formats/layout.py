@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -26,6 +27,8 @@ ROLE_SUFFIXES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 ATTNPROC = re.compile(r"^(.*?)(\.processor)?\.(to_q|to_k|to_v|to_out)_lora\.(down|up)\.weight$")
 POSITIONAL = re.compile(r"^(unet|text_encoder|text_encoder_2):(\d+):(up|down)$")
 TE_ATTN = {"to_q": "q_proj", "to_k": "k_proj", "to_v": "v_proj", "to_out": "out_proj"}
+LORA_ROLES = frozenset({"down", "up", "mid", "alpha", "dora_scale"})
+SGM_BLOCKS = ("input_blocks", "middle_block", "output_blocks")
 COMPONENTS = ("unet", "text_encoder", "text_encoder_2", "transformer")
 
 
@@ -38,15 +41,18 @@ class ModuleEntry:
 
     @property
     def kind(self) -> str:
-        if any(r.startswith("hada_") for r in self.keys):
+        if self.keys.keys() <= LORA_ROLES:  # the common case, without looking at each role
+            return "lora" if "down" in self.keys and "up" in self.keys else "incomplete"
+        heads = {r[:5] for r in self.keys}
+        if "hada_" in heads:
             return "loha"
-        if any(r.startswith("lokr_") for r in self.keys):
+        if "lokr_" in heads:
             return "lokr"
         return "lora" if "down" in self.keys and "up" in self.keys else "incomplete"
 
-    @property
+    @functools.cached_property
     def component(self) -> str:
-        return self.name.split(".", 1)[0].split(":", 1)[0]
+        return self.name.partition(".")[0].partition(":")[0]
 
 
 @dataclass
@@ -113,15 +119,26 @@ def _kohya(keys: list[str], lpb: int) -> Layout:
     modules: dict[str, ModuleEntry] = {}
     unknown = []
     sgm = False
+    # A module's keys share its name and files share their suffixes: each is worked out once.
+    names: dict[str, str | None] = {}
+    roles: dict[str, tuple[str, str] | None] = {}
     for k in keys:
         lora_name, _, rest = k.partition(".")
-        split = split_role("." + rest) if rest else None
-        name = kohya_to_canonical(lora_name, lpb)
+        if rest not in roles:
+            roles[rest] = split_role("." + rest) if rest else None
+        split = roles[rest]
+        if lora_name not in names:
+            canonical = kohya_to_canonical(lora_name, lpb)
+            names[lora_name] = canonical and canonical_te_path(canonical)
+            sgm = sgm or (names[lora_name] is not None and any(s in lora_name for s in SGM_BLOCKS))
+        name = names[lora_name]
         if split is None or split[0] or name is None:
             unknown.append(k)
             continue
-        sgm = sgm or any(s in lora_name for s in ("input_blocks", "middle_block", "output_blocks"))
-        _add(modules, name, split[1], k)
+        entry = modules.get(name)
+        if entry is None:
+            entry = modules[name] = ModuleEntry(name)
+        entry.keys[split[1]] = k
     lycoris = any(e.kind in ("loha", "lokr") for e in modules.values())
     return Layout("lycoris" if lycoris else "kohya", modules, unknown, sgm)
 

@@ -7,6 +7,7 @@ files use the SGM (original Stability) UNet names, mapped here to diffusers bloc
 
 from __future__ import annotations
 
+import functools
 import re
 
 # Module names containing '_' in diffusers UNets and transformers CLIP text models.
@@ -24,6 +25,10 @@ NAME_TOKENS = (
     "skip_connection", "time_embed", "label_emb",
 )  # fmt: skip
 _TOKENS = sorted((tuple(t.split("_")) for t in NAME_TOKENS), key=len, reverse=True)
+# The tokens that start with each word, longest first: a name is split in one pass.
+_BY_FIRST: dict[str, list[tuple[str, ...]]] = {}
+for _tok in _TOKENS:
+    _BY_FIRST.setdefault(_tok[0], []).append(_tok)
 SGM_PREFIXES = (
     "input_blocks.",
     "middle_block.",
@@ -55,13 +60,16 @@ SGM_LAYOUTS: dict[str, tuple[int, frozenset[int]]] = {
 }
 
 
+@functools.lru_cache(maxsize=16_384)
 def underscore_to_dotted(name: str) -> str:
-    """`down_blocks_0_attentions_0_proj_in` -> `down_blocks.0.attentions.0.proj_in`."""
+    """`down_blocks_0_attentions_0_proj_in` -> `down_blocks.0.attentions.0.proj_in`.
+
+    Cached: a library's files share their module names, so a scan splits each name once."""
     parts = name.split("_")
     out: list[str] = []
     i = 0
     while i < len(parts):
-        for tok in _TOKENS:
+        for tok in _BY_FIRST.get(parts[i], ()):
             if tuple(parts[i : i + len(tok)]) == tok:
                 out.append("_".join(tok))
                 i += len(tok)
@@ -72,9 +80,13 @@ def underscore_to_dotted(name: str) -> str:
     return ".".join(out)
 
 
+_PREFIXES_LONGEST_FIRST = sorted(KOHYA_PREFIXES.items(), key=lambda kv: -len(kv[0]))
+
+
+@functools.lru_cache(maxsize=16_384)
 def kohya_to_canonical(lora_name: str, layers_per_block: int = 2) -> str | None:
     """`lora_unet_…`/`lora_te1_…` -> `unet.…`/`text_encoder.…` (None if not a kohya name)."""
-    for prefix, component in sorted(KOHYA_PREFIXES.items(), key=lambda kv: -len(kv[0])):
+    for prefix, component in _PREFIXES_LONGEST_FIRST:
         if lora_name.startswith(prefix):
             path = underscore_to_dotted(lora_name[len(prefix) :])
             if component == "unet" and path.startswith(SGM_PREFIXES):

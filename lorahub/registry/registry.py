@@ -318,11 +318,14 @@ class Registry:
         trust_pickle: bool = False,
         progress: Progress = None,
         refresh_sidecars: bool = False,
+        workers: int | None = None,
     ) -> ScanReport:
-        """Index every adapter under `root`, reading only new or changed files (and sidecars)."""
+        """Index every adapter under `root`, reading only new or changed files (and sidecars);
+        many files are read by `workers` processes (default: the usable cores, or
+        $LORAHUB_SCAN_WORKERS)."""
         return S.scan_folder(
             self.db, root, hash=hash, trust_pickle=trust_pickle, progress=progress,
-            refresh_sidecars=refresh_sidecars,
+            refresh_sidecars=refresh_sidecars, workers=workers,
         )  # fmt: skip
 
     def compute_missing_hashes(self, progress: Progress = None) -> int:

@@ -16,11 +16,11 @@ from lorahub.registry.adapters import (
     default_name,
     insert_row,
     is_candidate,
-    read_facts,
     unique_name,
     update_row,
 )
 from lorahub.registry.db import now, transaction
+from lorahub.registry.prefetch import FactsReader
 from lorahub.registry.records import ScanItem, ScanReport, VerifyReport
 
 Progress = Callable[..., None] | None
@@ -59,9 +59,11 @@ def scan_folder(
     trust_pickle: bool = False,
     progress: Progress = None,
     refresh_sidecars: bool = False,
+    workers: int | None = None,
 ) -> ScanReport:
     """Register new files, refresh changed ones (by size+mtime), report the rest; one file per
-    transaction. Sidecars of other tools beside each file are taken in when they changed."""
+    transaction. Sidecars of other tools beside each file are taken in when they changed.
+    Many files to read are read by `workers` processes (default: the usable cores)."""
     base = Path(root).expanduser().resolve()
     if not base.is_dir():
         raise NotFoundError(f"no such folder: {base}")
@@ -71,12 +73,14 @@ def scan_folder(
     if progress:
         progress(0, total=len(files))
     seen: set[str] = set()
-    for path in files:
-        seen.add(str(path))
-        _scan_one(db, path, known.get(str(path)), report, hash=hash, trust_pickle=trust_pickle)
-        _take_sidecars(db, path, report, refresh_sidecars)
-        if progress:
-            progress(1, status=path.name)
+    due = [p for p in files if _needs_read(p, known.get(str(p)), trust_pickle)]
+    with FactsReader(due, hash=hash, trust_pickle=trust_pickle, workers=workers) as reader:
+        for path in files:
+            seen.add(str(path))
+            _scan_one(db, path, known.get(str(path)), report, reader, trust_pickle=trust_pickle)
+            _take_sidecars(db, path, report, refresh_sidecars)
+            if progress:
+                progress(1, status=path.name)
     missing = [row for p, row in known.items() if p not in seen]
     _match_moves(db, missing, report)
     _find_duplicates(db, base, report)
@@ -88,13 +92,24 @@ def scan_folder(
     return report
 
 
+def _needs_read(path: Path, row: dict[str, Any] | None, trust_pickle: bool) -> bool:
+    """New or changed (size/mtime) and readable without unpickling: its facts will be read."""
+    if not trust_pickle and path.suffix.lower() in PICKLE_SUFFIXES:
+        return False
+    try:
+        st = path.stat()
+    except OSError:
+        return False  # reported by _scan_one as it meets it
+    return row is None or row["size"] != st.st_size or row["mtime"] != st.st_mtime
+
+
 def _scan_one(
     db: sqlite_utils.Database,
     path: Path,
     row: dict[str, Any] | None,
     report: ScanReport,
+    reader: FactsReader,
     *,
-    hash: bool,
     trust_pickle: bool,
 ) -> None:
     """Classify one file; read it only if it is new or its size/mtime changed."""
@@ -108,12 +123,12 @@ def _scan_one(
         report.skipped.append(ScanItem(str(path), label, PICKLE_SKIPPED))
         return
     try:
-        facts = read_facts(path, hash=hash, trust_pickle=trust_pickle)
+        facts = reader.read(path)
     except LorahubError as exc:
         bucket = report.skipped if "not a recognised adapter" in str(exc) else report.errors
         bucket.append(ScanItem(str(path), None, str(exc)))
         return
-    report.bytes_read += facts.header_bytes + (st.st_size if hash else 0)
+    report.bytes_read += facts.header_bytes + (st.st_size if reader.hash else 0)
     if row is not None:
         _refresh(db, row["id"], facts)
         report.changed.append(ScanItem(str(path), _label(row)))
