@@ -16,6 +16,7 @@ from lorahub.errors import InvalidInputError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 WEIGHT_WARN_LIMIT = 5.0
+MAX_WEIGHT = 100.0  # the one bound of every adapter weight: CLI, prompt tags, HTTP API, engine
 BLOCKS = ("down", "mid", "up")
 
 
@@ -85,14 +86,21 @@ class MixMember:
         )
 
 
+def check_weight(value: float, context: str) -> float:
+    """`value` when finite and within ±MAX_WEIGHT, else InvalidInputError naming `context`."""
+    if not -MAX_WEIGHT <= value <= MAX_WEIGHT:  # NaN fails both comparisons
+        raise InvalidInputError(
+            f"invalid weight {value!r} in {context!r}: weights must be finite, within ±{MAX_WEIGHT:g}"
+        )
+    return value
+
+
 def _parse_float(text: str, context: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise InvalidInputError(f"invalid weight {text!r} in {context!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise InvalidInputError(f"invalid weight {text!r} in {context!r}")
-    return value
+    return check_weight(value, context)
 
 
 def parse_block_weights(text: str) -> dict[str, float]:
@@ -141,7 +149,8 @@ def weight_warnings(members: list[MixMember]) -> list[str]:
 class AdapterSpec:
     """A resolved adapter as the inference engine and ops receive it (no registry needed).
 
-    `key` identifies the weights (the tensor hash when known, else the absolute path + mtime);
+    `key` identifies the applied weights (tensor hash + file hash, so metadata such as a PEFT
+    alpha counts; else path + size + mtime): the engine caches by it;
     `hash` is the AutoV3 (12 hex) shown in PNG "Lora hashes".
     """
 
