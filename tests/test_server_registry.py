@@ -113,3 +113,18 @@ def test_preview_generate_store_and_serve(server_client) -> None:
     assert (
         server_client.get("/v1/adapters/example-style").json()["preview_url"].endswith("/preview")
     )
+
+
+def test_list_pages_with_totals_and_facets(server_client) -> None:
+    first = server_client.get("/v1/adapters", params={"limit": 1}).json()
+    second = server_client.get("/v1/adapters", params={"limit": 1, "offset": 1}).json()
+    assert (first["count"], first["total"], first["all"], first["offset"]) == (1, 2, 2, 0)
+    names = [page["adapters"][0]["name"] for page in (first, second)]
+    assert names == ["example-light", "example-style"]
+    past = server_client.get("/v1/adapters", params={"limit": 5, "offset": 2}).json()
+    assert (past["adapters"], past["total"]) == ([], 2)
+    filtered = server_client.get("/v1/adapters", params={"limit": 1, "q": "light"}).json()
+    assert (filtered["total"], filtered["all"]) == (1, 2)
+    facets = server_client.get("/v1/adapters/facets").json()
+    assert facets == {"tags": ["demo"], "bases": ["tiny-sd1"]}
+    error_of(server_client.get("/v1/adapters", params={"offset": -1}), 422)

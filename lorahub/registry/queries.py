@@ -88,12 +88,13 @@ def select_records(
     order: str = "a.id",
     with_metadata: bool = False,
     limit: int | None = None,
+    offset: int = 0,
 ) -> list[AdapterRecord]:
-    """Records matching a WHERE clause over `adapters a`."""
+    """Records matching a WHERE clause over `adapters a` (a page of them with limit/offset)."""
     sql = f"SELECT {_columns(db, with_metadata)} FROM adapters a WHERE {where} ORDER BY {order}"
-    if limit is not None:
-        sql += " LIMIT ?"
-        params = [*params, int(limit)]
+    if limit is not None or offset:
+        sql += " LIMIT ? OFFSET ?"
+        params = [*params, -1 if limit is None else int(limit), int(offset)]
     return [row_to_record(r) for r in db.query(sql, params)]
 
 

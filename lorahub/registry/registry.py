@@ -188,17 +188,31 @@ class Registry:
         sort: str = "name",
         published: bool | None = None,
         limit: int | None = None,
+        offset: int = 0,
     ) -> list[AdapterRecord]:
-        """Adapters matching every filter (tags: all must match); `metadata` is not loaded."""
+        """Adapters matching every filter (tags: all must match), a page of them with
+        limit/offset; `metadata` is not loaded."""
         where, params = Q.list_where(
             tags=tuple(tags), base=base, format=format, min_rank=min_rank, max_rank=max_rank,
             search=search, published=published,
         )  # fmt: skip
-        return Q.select_records(self.db, where, params, order=Q.sort_clause(sort), limit=limit)
+        return Q.select_records(
+            self.db, where, params, order=Q.sort_clause(sort), limit=limit, offset=offset
+        )
 
-    def count_adapters(self) -> int:
-        """How many adapters are registered."""
-        return int(self.db.execute("SELECT count(*) FROM adapters").fetchone()[0])
+    def count_adapters(self, **filters: Any) -> int:
+        """How many adapters are registered (matching `list_adapters` filters, if given)."""
+        where, params = Q.list_where(**filters)
+        sql = f"SELECT count(*) FROM adapters a WHERE {where}"
+        return int(self.db.execute(sql, params).fetchone()[0])
+
+    def facets(self) -> dict[str, list[str]]:
+        """Every tag and base family in use (the gallery's filter choices), without the rows."""
+        tags = [r[0] for r in self.db.execute("SELECT DISTINCT tag FROM adapter_tags ORDER BY tag")]
+        bases = [
+            r[0] for r in self.db.execute("SELECT DISTINCT base_family FROM adapters ORDER BY 1")
+        ]
+        return {"tags": tags, "bases": bases}
 
     # adapters: changing
 

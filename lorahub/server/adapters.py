@@ -34,13 +34,25 @@ def list_adapters(
     published: bool | None = None,
     sort: Annotated[str, Query(pattern="^(name|created|size|rank)$")] = "name",
     limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
-    """Adapters matching every filter, in `AdapterRecord.to_json()` shape."""
-    records = registry.list_adapters(
-        tags=tag, base=base, format=format, min_rank=min_rank, max_rank=max_rank,
-        search=q, sort=sort, published=published, limit=limit,
-    )  # fmt: skip
-    return {"adapters": [r.to_json() for r in records], "count": len(records)}
+    """Adapters matching every filter, in `AdapterRecord.to_json()` shape; a page of them with
+    limit/offset (`total`: how many match in all, `all`: how many are registered)."""
+    filters = dict(tags=tag, base=base, format=format, min_rank=min_rank, max_rank=max_rank,
+                   search=q, published=published)  # fmt: skip
+    records = registry.list_adapters(**filters, sort=sort, limit=limit, offset=offset)
+    paged = limit is not None or offset
+    total = registry.count_adapters(**filters) if paged else len(records)
+    return {
+        "adapters": [r.to_json() for r in records], "count": len(records), "total": total,
+        "offset": offset, "all": registry.count_adapters(),
+    }  # fmt: skip
+
+
+@router.get("/facets", summary="Every tag and base family in use (filter choices)")
+def facets(registry: Reg) -> dict[str, Any]:
+    """The tags and base families the registry holds, without loading any adapter."""
+    return registry.facets()
 
 
 @router.get("/{ref}", summary="One adapter: record, lineage, publications, mixes using it")

@@ -5,7 +5,9 @@ import { api, previewUrl } from "./api.js";
 import { byId, chips, fill, h } from "./dom.js";
 
 const filters = { q: "", tag: "", base: "" };
+const PAGE = 60; // cards per page: a library of 100,000 adapters never loads whole
 let loaded = 0;
+let shownCount = 0;
 
 /** Wire the filter form (once). */
 export function initGallery(showError) {
@@ -21,6 +23,7 @@ export function initGallery(showError) {
       renderGallery(showError);
     });
   }
+  byId("gallery-more").addEventListener("click", () => renderGallery(showError, true));
   byId("filter-clear").addEventListener("click", () => {
     byId("filter-q").value = "";
     byId("filter-tag").value = "";
@@ -36,8 +39,8 @@ function readFilters() {
   filters.base = byId("filter-base").value;
 }
 
-function query() {
-  const params = new URLSearchParams();
+function query(offset) {
+  const params = new URLSearchParams({ limit: String(PAGE), offset: String(offset) });
   if (filters.tag) params.append("tag", filters.tag);
   if (filters.base) params.set("base", filters.base);
   if (filters.q) params.set("q", filters.q);
@@ -45,20 +48,28 @@ function query() {
   return s ? `?${s}` : "";
 }
 
-/** Fetch and draw the cards for the current filters (and refresh the filter choices). */
-export async function renderGallery(showError) {
+/** Fetch and draw a page of cards for the current filters (`more`: append the next page). */
+export async function renderGallery(showError, more = false) {
   const list = byId("gallery");
   const run = ++loaded;
+  const offset = more ? shownCount : 0;
   list.setAttribute("aria-busy", "true");
   try {
-    const [all, shown] = await Promise.all([api("/v1/adapters"), api(`/v1/adapters${query()}`)]);
+    const [facets, page] = await Promise.all([
+      more ? null : api("/v1/adapters/facets"),
+      api(`/v1/adapters${query(offset)}`),
+    ]);
     if (run !== loaded) return;
-    updateChoices(all.adapters);
-    const count = shown.adapters.length;
+    if (facets) updateChoices(facets);
+    shownCount = offset + page.adapters.length;
+    const cards = page.adapters.map(card);
+    if (more) list.append(...cards);
+    else fill(list, cards.length ? cards : h("li", { class: "empty" }, "No adapters match."));
     byId("gallery-count").textContent =
-      `${count} of ${all.adapters.length} adapter${all.adapters.length === 1 ? "" : "s"}`;
-    fill(list, count ? shown.adapters.map(card) : h("li", { class: "empty" }, "No adapters match."));
-    shown.adapters.forEach((a) => loadPreview(a, list));
+      `${page.total} of ${page.all} adapter${page.all === 1 ? "" : "s"}` +
+      (shownCount < page.total ? ` (showing ${shownCount})` : "");
+    byId("gallery-more").hidden = shownCount >= page.total;
+    page.adapters.forEach((a) => loadPreview(a, list));
   } catch (err) {
     showError(err);
   } finally {
@@ -66,11 +77,9 @@ export async function renderGallery(showError) {
   }
 }
 
-function updateChoices(adapters) {
-  const tags = [...new Set(adapters.flatMap((a) => a.tags))].sort();
-  const bases = [...new Set(adapters.map((a) => a.base_family).filter(Boolean))].sort();
-  setOptions(byId("filter-tag"), "any tag", tags, filters.tag);
-  setOptions(byId("filter-base"), "any base", bases, filters.base);
+function updateChoices(facets) {
+  setOptions(byId("filter-tag"), "any tag", facets.tags, filters.tag);
+  setOptions(byId("filter-base"), "any base", facets.bases, filters.base);
 }
 
 function setOptions(select, anyLabel, values, current) {
