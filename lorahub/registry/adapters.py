@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,10 +166,16 @@ def insert_row(db: sqlite_utils.Database, columns: dict[str, Any]) -> int:
     stamp = now()
     row = {**columns, "created_at": stamp, "updated_at": stamp}
     keys = list(row)
-    cur = db.execute(
-        f"INSERT INTO adapters ({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})",
-        [row[k] for k in keys],
-    )
+    try:
+        cur = db.execute(
+            f"INSERT INTO adapters ({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})",
+            [row[k] for k in keys],
+        )
+    except sqlite3.IntegrityError as exc:
+        other = registered_at(db, str(row.get("path")))
+        if "adapters.path" not in str(exc) or other is None:
+            raise
+        raise AlreadyExistsError(f"{row['path']} is already registered as {other[1]!r}") from None
     return int(cur.lastrowid or 0)
 
 
