@@ -1,7 +1,7 @@
 """Small frozen dataclasses passed between layers, and the parsers of references.
 
 Pinned grammar (shared by the CLI, the library and the HTTP API):
-- a name is `[A-Za-z0-9][A-Za-z0-9._-]*`;
+- a name is `[A-Za-z0-9][A-Za-z0-9._-]*`, at most 128 characters;
 - a reference is `NAME[@VERSION]`, or an AutoV2 (10 hex) / AutoV3 (12 hex) hash prefix;
 - a weighted reference is `REF[:WEIGHT]` or the per-component form `REF:unet=W,te=W`.
 """
@@ -14,7 +14,8 @@ from typing import Any
 
 from lorahub.errors import InvalidInputError
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # fullmatch: `$` would allow a final newline
+MAX_NAME_LENGTH = 128  # names become file and folder names (store, sidecars): well under 255 bytes
 WEIGHT_WARN_LIMIT = 5.0
 MAX_WEIGHT = 100.0  # the one bound of every adapter weight: CLI, prompt tags, HTTP API, engine
 BLOCKS = ("down", "mid", "up")
@@ -22,7 +23,11 @@ BLOCKS = ("down", "mid", "up")
 
 def check_name(name: str, what: str = "name") -> str:
     """Return `name` if it is a valid adapter/mix name, else raise InvalidInputError."""
-    if not NAME_RE.match(name or ""):
+    if isinstance(name, str) and len(name) > MAX_NAME_LENGTH:
+        raise InvalidInputError(
+            f"invalid {what} {name[:20]!r}...: {len(name)} characters, at most {MAX_NAME_LENGTH}"
+        )
+    if not NAME_RE.fullmatch(name or ""):
         raise InvalidInputError(
             f"invalid {what} {name!r}: use letters, digits, '.', '_' or '-', starting with a letter or digit"
         )

@@ -181,3 +181,37 @@ def test_allowed_host_set() -> None:
     assert host_allowed("anything", allowed_hosts(extra=["*"]))
     assert host_allowed("127.0.0.2:80", allowed_hosts()) and host_allowed(None, allowed_hosts())
     assert not host_allowed("10.0.0.1", allowed_hosts())
+
+
+# item 10: names and tags
+
+
+@pytest.mark.parametrize("tag", ["a\x00b", "bell\x07", "line\n", "del\x7f"])
+def test_control_characters_in_tags_are_400(server_client, tag) -> None:
+    res = server_client.post("/v1/adapters/example-style/tags", json={"tags": [tag]})
+    assert "control characters" in error_of(res, 400, "invalid_input")
+    data = server_client.get("/v1/adapters/example-style").json()
+    assert tag not in (data.get("adapter", data).get("tags") or [])
+
+
+def test_long_names_and_hash_names_refused(example_adapters, lorahub_home, tmp_path) -> None:
+    from lorahub.cli import main
+    from lorahub.errors import AlreadyExistsError
+    from lorahub.registry import Registry
+
+    style = example_adapters["example-style"]
+    runner = CliRunner()
+    res = runner.invoke(main, ["add", str(style), "--name", "n" * 300, "--copy"])
+    assert res.exit_code == 1 and "at most 128" in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    res = runner.invoke(main, ["tag", "x", "bad\x01tag"])
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    with Registry() as reg:
+        first = reg.add_adapter(style, name="first")
+        with pytest.raises(AlreadyExistsError, match="hash prefix of adapter 'first'"):
+            reg.add_adapter(example_adapters["example-light"], name=first.autov3)
+        # an older registry may hold such a name: then the reference is ambiguous, not the name
+        other = reg.add_adapter(example_adapters["example-light"], name="other")
+        reg.db.execute("UPDATE adapters SET name = ? WHERE id = ?", [first.autov3, other.id])
+        with pytest.raises(InvalidInputError, match="ambiguous"):
+            reg.get_adapter(first.autov3)
