@@ -28,7 +28,10 @@ STATIC_DIR = Path(__file__).parent / "static"
 DESCRIPTION = (
     "Generate with registered LoRA adapters and mixes, browse and tag the registry. "
     'Every error is `{"error": {"code", "message"}}`. With `--token`, send '
-    "`Authorization: Bearer TOKEN` on every route but `/healthz`."
+    "`Authorization: Bearer TOKEN` on every route but `/healthz`. A `Host` the server is not "
+    "served as gets 421 (`lorahub serve --allowed-host`); a request over the work bound "
+    "(images x steps x pixels, `--max-work`) gets 422 `too_much_work`; weights must be finite, "
+    "within ±100."
 )
 
 

@@ -158,7 +158,12 @@ ERROR_RESPONSES: dict[int | str, dict] = {
         (404, "unknown adapter(s), mix or route"),
         (409, "name already taken"),
         (413, "body over 1 MB"),
-        (422, "malformed body or parameters, or adapters for another base family"),
+        (421, "Host header not served here (DNS rebinding guard; `--allowed-host`)"),
+        (
+            422,
+            "malformed body or parameters, adapters for another base family, or over the work bound",
+        ),
         (429, "generation queue full (see Retry-After)"),
+        (507, "the disk refused a write (full, quota, read-only); nothing was left behind"),
     )
 }
