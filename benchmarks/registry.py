@@ -249,7 +249,8 @@ def bench_gallery(registry: Any) -> float:
 
     from lorahub.server.app import create_app
 
-    client = TestClient(create_app(registry_path=registry.path))
+    # TestClient sends Host "testserver": allowed here explicitly, never a production default
+    client = TestClient(create_app(registry_path=registry.path, allowed_hosts=["testserver"]))
     ms, response = timed(lambda: client.get("/v1/adapters", params={"limit": 60}))
     page = response.json()["adapters"] if response.status_code == 200 else []
     assert len(page) == 60, response.text[:200]

@@ -50,6 +50,21 @@ def is_loopback(host: str) -> bool:
     help="Generation requests that may wait behind the running one; more get 429 with Retry-After.",
 )
 @click.option(
+    "--max-work",
+    type=click.IntRange(1, None),
+    default=None,
+    help="Most work one request may ask: images x steps x pixels (quadratic past 1 MP). "
+    "Default: four 1024² images at 50 steps on CUDA, one 512² at 50 steps on CPU.",
+)
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Also answer requests whose Host is NAME (default: loopback names and --host only; "
+    "others get 421, against DNS rebinding); repeatable, '*' turns the check off.",
+)
+@click.option(
     "--base",
     default="tiny",
     show_default=True,
@@ -88,6 +103,8 @@ def serve(
     port: int,
     token: str | None,
     max_queue: int,
+    max_work: int | None,
+    allowed_hosts: tuple[str, ...],
     base: str,
     device: str | None,
     dtype: str | None,
@@ -109,6 +126,7 @@ def serve(
     app = create_app(
         token=token, max_queue=max_queue, base=base, device=device, dtype=dtype,
         compile=compile_, warm=True, slot_adapters=slots, slot_rank=slot_rank,
+        bind_host=host, allowed_hosts=allowed_hosts, max_work=max_work,
     )  # fmt: skip
     guard = "bearer token required" if token else "no token"
     info(f"lorahub serving {base} on http://{_url_host(host)}:{port} ({guard}; docs at /docs)")

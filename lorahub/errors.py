@@ -70,6 +70,13 @@ class UnsupportedError(LorahubError):
     http_status = 422
 
 
+class StorageError(LorahubError):
+    """A write that failed on the disk (full, quota, read-only, too big): nothing was left behind."""
+
+    code = "insufficient_storage"
+    http_status = 507
+
+
 class CapacityError(LorahubError):
     """A request that needs more than the engine's caches or queue can hold."""
 

@@ -1,7 +1,7 @@
 """Small frozen dataclasses passed between layers, and the parsers of references.
 
 Pinned grammar (shared by the CLI, the library and the HTTP API):
-- a name is `[A-Za-z0-9][A-Za-z0-9._-]*`;
+- a name is `[A-Za-z0-9][A-Za-z0-9._-]*`, at most 128 characters;
 - a reference is `NAME[@VERSION]`, or an AutoV2 (10 hex) / AutoV3 (12 hex) hash prefix;
 - a weighted reference is `REF[:WEIGHT]` or the per-component form `REF:unet=W,te=W`.
 """
@@ -14,14 +14,20 @@ from typing import Any
 
 from lorahub.errors import InvalidInputError
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # fullmatch: `$` would allow a final newline
+MAX_NAME_LENGTH = 128  # names become file and folder names (store, sidecars): well under 255 bytes
 WEIGHT_WARN_LIMIT = 5.0
+MAX_WEIGHT = 100.0  # the one bound of every adapter weight: CLI, prompt tags, HTTP API, engine
 BLOCKS = ("down", "mid", "up")
 
 
 def check_name(name: str, what: str = "name") -> str:
     """Return `name` if it is a valid adapter/mix name, else raise InvalidInputError."""
-    if not NAME_RE.match(name or ""):
+    if isinstance(name, str) and len(name) > MAX_NAME_LENGTH:
+        raise InvalidInputError(
+            f"invalid {what} {name[:20]!r}...: {len(name)} characters, at most {MAX_NAME_LENGTH}"
+        )
+    if not NAME_RE.fullmatch(name or ""):
         raise InvalidInputError(
             f"invalid {what} {name!r}: use letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
@@ -85,14 +91,21 @@ class MixMember:
         )
 
 
+def check_weight(value: float, context: str) -> float:
+    """`value` when finite and within ±MAX_WEIGHT, else InvalidInputError naming `context`."""
+    if not -MAX_WEIGHT <= value <= MAX_WEIGHT:  # NaN fails both comparisons
+        raise InvalidInputError(
+            f"invalid weight {value!r} in {context!r}: weights must be finite, within ±{MAX_WEIGHT:g}"
+        )
+    return value
+
+
 def _parse_float(text: str, context: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise InvalidInputError(f"invalid weight {text!r} in {context!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise InvalidInputError(f"invalid weight {text!r} in {context!r}")
-    return value
+    return check_weight(value, context)
 
 
 def parse_block_weights(text: str) -> dict[str, float]:
@@ -141,7 +154,8 @@ def weight_warnings(members: list[MixMember]) -> list[str]:
 class AdapterSpec:
     """A resolved adapter as the inference engine and ops receive it (no registry needed).
 
-    `key` identifies the weights (the tensor hash when known, else the absolute path + mtime);
+    `key` identifies the applied weights (tensor hash + file hash, so metadata such as a PEFT
+    alpha counts; else path + size + mtime): the engine caches by it;
     `hash` is the AutoV3 (12 hex) shown in PNG "Lora hashes".
     """
 

@@ -21,6 +21,7 @@ from lorahub.server import create_app
 
 SMALL = {"steps": 2, "width": 64, "height": 64}
 TOKEN = "s3cret-token"
+TEST_HOSTS = ("testserver",)  # what TestClient sends as Host; not a production default
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,9 @@ def registered_examples(example_adapters, lorahub_home) -> dict[str, Path]:
 @pytest.fixture
 def server_client(server_engine, registered_examples, tmp_path):
     """A client of an app on this test's registry, with no web page folder."""
-    app = create_app(engine=server_engine, static_dir=tmp_path / "no-page")
+    app = create_app(
+        engine=server_engine, static_dir=tmp_path / "no-page", allowed_hosts=TEST_HOSTS
+    )
     with TestClient(app) as c:
         yield c
 

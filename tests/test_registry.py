@@ -239,7 +239,11 @@ def test_mixes(reg: Registry, tmp_path: Path) -> None:
     )
     assert reg.get_mix("duo").members[1].block_weights == {"up": 0.5}
     specs = reg.resolve_mix("duo")
-    assert specs[0].key == a.tensor_sha256 and specs[0].hash == a.autov3 and specs[0].weight == 0.7
+    assert (
+        specs[0].key == f"{a.tensor_sha256}:{a.sha256}"
+        and specs[0].hash == a.autov3
+        and specs[0].weight == 0.7
+    )
     assert specs[1].te_weight == 0.0 and specs[0].path == a.path
     expanded = reg.resolve_members(
         [MixMember("duo", 0.5)]

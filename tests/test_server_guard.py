@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from lorahub.server import create_app
-from tests.server_fixtures import SMALL, TOKEN, error_of, parse_prometheus
+from tests.server_fixtures import SMALL, TEST_HOSTS, TOKEN, error_of, parse_prometheus
 
 # auth
 
@@ -19,7 +19,7 @@ def test_token_guards_everything_but_healthz(server_engine, registered_examples,
     page = tmp_path / "page"
     page.mkdir()
     (page / "index.html").write_text("<!doctype html><title>lorahub</title>")
-    app = create_app(engine=server_engine, token=TOKEN, static_dir=page)
+    app = create_app(engine=server_engine, token=TOKEN, static_dir=page, allowed_hosts=TEST_HOSTS)
     with TestClient(app) as c:
         assert c.get("/healthz").json() == {"ok": True}
         for method, path in [
@@ -72,7 +72,7 @@ class BlockedEngine:
 
 def test_queue_overflow_is_429_with_retry_after(lorahub_home, tmp_path) -> None:
     engine = BlockedEngine()
-    app = create_app(engine=engine, max_queue=1, static_dir=tmp_path)
+    app = create_app(engine=engine, max_queue=1, static_dir=tmp_path, allowed_hosts=["lorahub"])
     worker = app.state.lorahub.worker
 
     async def scenario() -> None:

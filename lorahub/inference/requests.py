@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lorahub.errors import InvalidInputError
-from lorahub.types import AdapterSpec, MixMember, check_name
+from lorahub.types import AdapterSpec, MixMember, check_name, check_weight
 
 MAX_SIDE = 2048
 MAX_STEPS = 500
@@ -47,6 +47,10 @@ class GenerationRequest:
             raise InvalidInputError(f"clip_skip must be >= 0, got {self.clip_skip}")
         if not 0 <= self.seed < 2**63:
             raise InvalidInputError(f"seed must be between 0 and 2**63-1, got {self.seed}")
+        for a in self.adapters:
+            for w in (a.weight, a.te_weight, *(a.block_weights or {}).values()):
+                if w is not None:
+                    check_weight(w, a.name)
         names = [a.name for a in self.adapters]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -90,9 +94,12 @@ def tag_weights(rest: str, tag: str) -> tuple[float, float | None]:
     try:
         if named:
             te = float(named["te"]) if "te" in named else None
-            return float(named.get("unet", 1.0)), te
-        if len(plain) >= 2:
-            return float(plain[1]), float(plain[0])
-        return (float(plain[0]) if plain else 1.0), None
+            unet = float(named.get("unet", 1.0))
+        elif len(plain) >= 2:
+            unet, te = float(plain[1]), float(plain[0])
+        else:
+            unet, te = (float(plain[0]) if plain else 1.0), None
     except ValueError:
         raise InvalidInputError(f"invalid weight in prompt tag {tag!r}") from None
+    check_weight(unet, tag)
+    return unet, None if te is None else check_weight(te, tag)

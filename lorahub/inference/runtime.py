@@ -73,6 +73,7 @@ class BaseRuntime:
     def run(self, request: GenerationRequest) -> GenerationResult:
         """Activate the request's adapters, sample, return images and the record."""
         specs = list(request.adapters)
+        self.check_clip_skip(request.clip_skip)
         pipelines.check_families(specs, self.family, self.base)
         if self.config.compile:
             for spec in specs:
@@ -88,6 +89,24 @@ class BaseRuntime:
             self.resident.release(adapters)
         self.metrics.observe("generation_seconds", gen_s)
         return GenerationResult(images, self._record(request, images, swap_s, gen_s))
+
+    def check_clip_skip(self, clip_skip: int | None) -> None:
+        """clip_skip must leave a layer of every text encoder (diffusers indexes past it otherwise)."""
+        if not clip_skip:
+            return
+        depths = [
+            int(te.config.num_hidden_layers)
+            for te in (
+                getattr(self.pipe, "text_encoder", None),
+                getattr(self.pipe, "text_encoder_2", None),
+            )
+            if te is not None and hasattr(te, "config")
+        ]
+        if depths and clip_skip >= min(depths):
+            raise InvalidInputError(
+                f"clip_skip {clip_skip} is too large for {self.base}: its text encoder has "
+                f"{min(depths)} layers, so clip_skip must be at most {min(depths) - 1}"
+            )
 
     def _switch(
         self, specs: list[AdapterSpec], adapters: list[ResidentAdapter], start: float

@@ -121,12 +121,28 @@ def destination(registry: Any, out: Output, stem: str, format: str = "diffusers"
             raise AlreadyExistsError(f"adapter {out.name!r} exists (use --force to replace it)")
     if out.path:
         path = Path(out.path).expanduser().resolve()
+        if path.exists() and not path.is_file():
+            raise InvalidInputError(f"{path} is not a regular file; --force replaces files only")
         if path.exists() and not out.force:
             raise AlreadyExistsError(f"{path} exists (use --force to replace it)")
+        _check_not_registered(registry, path, out.name)
         return path
     from lorahub.paths import store_dir
 
     return store_dir() / str(out.name) / f"{out.name}{SUFFIX.get(format, '.safetensors') or ''}"
+
+
+def _check_not_registered(registry: Any, path: Path, name: str | None) -> None:
+    """Refuse to write over another registered adapter's file (a mix or lineage may use it)."""
+    from lorahub.registry.adapters import registered_at
+
+    db = getattr(registry, "db", None)
+    other = registered_at(db, str(path)) if db is not None else None
+    if other is not None and other[1] != name:
+        raise AlreadyExistsError(
+            f"{path} is the file of registered adapter {other[1]!r}; --force never replaces "
+            "another adapter's file (remove it with `lorahub rm` first, or write elsewhere)"
+        )
 
 
 def _adapter_exists(registry: Any, name: str) -> bool:

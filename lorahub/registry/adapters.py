@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from lorahub.registry.db import dumps, now
 from lorahub.registry.records import SOURCES
 from lorahub.types import check_name
 
-TAG_RE = re.compile(r"^[^\s,\-][^\s,]{0,63}$")
+TAG_RE = re.compile(r"[^\s,\-\x00-\x1f\x7f][^\s,\x00-\x1f\x7f]{0,63}")  # fullmatch
 ADAPTER_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".bin", ".pth")
 GENERIC_STEMS = {
@@ -44,10 +45,13 @@ class FileFacts:
 
 
 def check_tag(tag: str) -> str:
-    """Return `tag` if valid: 1-64 characters, no spaces or commas, not starting with '-'."""
-    if not TAG_RE.match(tag or ""):
+    """Return `tag` if valid: 1-64 characters, no spaces, commas or control characters (NUL...),
+    not starting with '-'."""
+    if not isinstance(tag, str) or not TAG_RE.fullmatch(tag):
+        shown = repr(tag[:70]) if isinstance(tag, str) else type(tag).__name__
         raise InvalidInputError(
-            f"invalid tag {tag!r}: 1-64 characters, no spaces or commas, not starting with '-'"
+            f"invalid tag {shown}: 1-64 characters, no spaces, commas or control characters, "
+            "not starting with '-'"
         )
     return tag
 
@@ -165,10 +169,16 @@ def insert_row(db: sqlite_utils.Database, columns: dict[str, Any]) -> int:
     stamp = now()
     row = {**columns, "created_at": stamp, "updated_at": stamp}
     keys = list(row)
-    cur = db.execute(
-        f"INSERT INTO adapters ({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})",
-        [row[k] for k in keys],
-    )
+    try:
+        cur = db.execute(
+            f"INSERT INTO adapters ({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})",
+            [row[k] for k in keys],
+        )
+    except sqlite3.IntegrityError as exc:
+        other = registered_at(db, str(row.get("path")))
+        if "adapters.path" not in str(exc) or other is None:
+            raise
+        raise AlreadyExistsError(f"{row['path']} is already registered as {other[1]!r}") from None
     return int(cur.lastrowid or 0)
 
 
@@ -232,6 +242,25 @@ def check_file(path: str | os.PathLike[str]) -> Path:
     if not p.is_file():
         raise NotFoundError(f"no such file: {p}")
     return p
+
+
+def check_name_not_hash(db: sqlite_utils.Database, name: str) -> None:
+    """Refuse a name that reads as another adapter's hash prefix: it would take over `<lora:PREFIX>`
+    and the AutoV2/AutoV3 references of PNG "Lora hashes"."""
+    if not re.fullmatch(r"[0-9a-fA-F]{8,64}", name):
+        return
+    low, high = name.lower(), name.lower() + "g"
+    row = db.execute(
+        "SELECT name || CASE version WHEN '' THEN '' ELSE '@' || version END FROM adapters"
+        " WHERE (sha256 >= ? AND sha256 < ?) OR (tensor_sha256 >= ? AND tensor_sha256 < ?)"
+        " LIMIT 1",
+        [low, high, low, high],
+    ).fetchone()
+    if row is not None:
+        raise AlreadyExistsError(
+            f"name {name!r} is a hash prefix of adapter {row[0]!r}: a reference to it would be "
+            "ambiguous; choose a name that is not hexadecimal"
+        )
 
 
 def validate_new(

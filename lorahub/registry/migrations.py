@@ -274,6 +274,27 @@ def m0009_sidecars(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations(name="0010_one_row_per_path")
+def m0010_one_row_per_path(db: sqlite_utils.Database) -> None:
+    """One file, one row (concurrent scans registered files several times): keep the oldest row
+    per path, move what referenced the others onto it, then let a UNIQUE index enforce it."""
+    from lorahub.registry.dedup import merge_adapter_rows
+
+    dupes = db.execute(
+        "SELECT a.id, k.keep FROM adapters a JOIN (SELECT path, min(id) AS keep FROM adapters"
+        " GROUP BY path HAVING count(*) > 1) k ON a.path = k.path WHERE a.id != k.keep ORDER BY a.id"
+    ).fetchall()
+    for dup, keep in dupes:
+        merge_adapter_rows(db, dup, keep)
+    _run(
+        db,
+        """
+        DROP INDEX adapters_path;
+        CREATE UNIQUE INDEX adapters_path ON adapters (path);
+        """,
+    )
+
+
 def apply_migrations(db: sqlite_utils.Database, stop_before: str | None = None) -> None:
     """Apply pending migrations under the write lock, so two processes never race on them."""
     if not migrations.pending(db):

@@ -110,16 +110,19 @@ def find_ids(db: sqlite_utils.Database, ref: str) -> list[int]:
     row = db.execute(
         "SELECT id FROM adapters WHERE name = ? ORDER BY id DESC LIMIT 1", [parsed.name]
     ).fetchone()
-    if row:
-        return [row[0]]
-    if not HEX_RE.match(text):
-        return []
+    if not HEX_RE.fullmatch(text):
+        return [row[0]] if row else []
     low, high = text.lower(), text.lower() + "g"
     rows = db.execute(
         "SELECT id FROM adapters WHERE (sha256 >= ? AND sha256 < ?) OR (tensor_sha256 >= ? AND tensor_sha256 < ?) ORDER BY id",
         [low, high, low, high],
     ).fetchall()
-    return [r[0] for r in rows]
+    hashed = [r[0] for r in rows]
+    if row is None:
+        return hashed
+    # a name that is also another adapter's hash prefix (only older registries allow such
+    # names): ambiguous, never silently the name
+    return [row[0], *(i for i in hashed if i != row[0])]
 
 
 def resolve_id(db: sqlite_utils.Database, ref: str) -> int:
@@ -138,7 +141,7 @@ def resolve_id(db: sqlite_utils.Database, ref: str) -> int:
         ]
         more = f" and {len(ids) - 5} more" if len(ids) > 5 else ""
         raise InvalidInputError(
-            f"hash prefix {ref!r} is ambiguous: {', '.join(names)}{more}; give more digits or a name"
+            f"reference {ref!r} is ambiguous: {', '.join(names)}{more}; give more hash digits or a name"
         )
     return ids[0]
 

@@ -89,8 +89,15 @@ class AdapterRecord:
 
     @property
     def key(self) -> str:
-        """Identity of the weights: the tensor hash, else path + mtime."""
-        return self.tensor_sha256 or f"{self.path}:{self.mtime!r}"
+        """Identity of the applied weights, the engine's cache key.
+
+        The tensors alone do not decide them: header metadata (a diffusers/PEFT alpha, the
+        format) changes how they load, so two files with equal tensors and another alpha must
+        not share a cache entry. The file hash covers both; the tensor hash leads for reading.
+        """
+        if self.tensor_sha256 and self.sha256:
+            return f"{self.tensor_sha256}:{self.sha256}"
+        return f"{self.path}:{self.size}:{self.mtime!r}"
 
     def to_json(self) -> dict[str, Any]:
         """The one JSON shape of an adapter (list --json, show --json, the HTTP API)."""

@@ -102,6 +102,7 @@ class Registry:
     def _check_conflicts(self, name: str, version: str, path: str, force: bool, copy: bool) -> None:
         """Refuse a taken name (without force) or a file already registered under another name."""
         A.check_no_mix(self.db, name)
+        A.check_name_not_hash(self.db, name)
         if not force and A.name_taken(self.db, name, version) is not None:
             ref = f"{name}@{version}" if version else name
             raise AlreadyExistsError(

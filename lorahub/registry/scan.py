@@ -16,6 +16,7 @@ from lorahub.registry.adapters import (
     default_name,
     insert_row,
     is_candidate,
+    registered_at,
     unique_name,
     update_row,
 )
@@ -133,7 +134,8 @@ def _scan_one(
         _refresh(db, row["id"], facts)
         report.changed.append(ScanItem(str(path), _label(row)))
     else:
-        report.new.append(ScanItem(str(path), _register_new(db, path, facts)))
+        name, is_new = _register_new(db, path, facts)
+        (report.new if is_new else report.unchanged).append(ScanItem(str(path), name))
 
 
 def _take_sidecars(
@@ -156,11 +158,17 @@ def _refresh(db: sqlite_utils.Database, adapter_id: int, facts: FileFacts) -> No
         update_row(db, adapter_id, facts.columns)
 
 
-def _register_new(db: sqlite_utils.Database, path: Path, facts: FileFacts) -> str:
-    """Insert a scanned file under a free name derived from its file name."""
+def _register_new(db: sqlite_utils.Database, path: Path, facts: FileFacts) -> tuple[str, bool]:
+    """Insert a scanned file under a free name, or get the row another scan just inserted.
+
+    (label, inserted). The check runs inside the write transaction and the UNIQUE path index
+    backs it, so concurrent scans of one folder register each file once."""
     from lorahub.registry.db import dumps
 
     with transaction(db):
+        other = registered_at(db, str(path))
+        if other is not None:
+            return other[1], False
         name = unique_name(db, default_name(path))
         insert_row(
             db,
@@ -171,7 +179,7 @@ def _register_new(db: sqlite_utils.Database, path: Path, facts: FileFacts) -> st
                 "source": "local",
             },
         )
-    return name
+    return name, True
 
 
 def _match_moves(

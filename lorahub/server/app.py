@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +14,13 @@ from lorahub import __version__
 from lorahub.server import adapters, generate, mixes, status
 from lorahub.server.auth import TokenMiddleware
 from lorahub.server.errors import install_error_handlers
+from lorahub.server.hosts import HostMiddleware
+from lorahub.server.hosts import allowed_hosts as host_set
 from lorahub.server.limits import BodyLimitMiddleware
 from lorahub.server.metrics import MetricsMiddleware
 from lorahub.server.schemas import ERROR_RESPONSES, MAX_BODY_BYTES
 from lorahub.server.state import ServerState
+from lorahub.server.work import default_max_work
 from lorahub.server.worker import EngineWorker
 
 ROUTERS = (generate.router, adapters.router, mixes.router, status.router)
@@ -25,7 +28,10 @@ STATIC_DIR = Path(__file__).parent / "static"
 DESCRIPTION = (
     "Generate with registered LoRA adapters and mixes, browse and tag the registry. "
     'Every error is `{"error": {"code", "message"}}`. With `--token`, send '
-    "`Authorization: Bearer TOKEN` on every route but `/healthz`."
+    "`Authorization: Bearer TOKEN` on every route but `/healthz`. A `Host` the server is not "
+    "served as gets 421 (`lorahub serve --allowed-host`); a request over the work bound "
+    "(images x steps x pixels, `--max-work`) gets 422 `too_much_work`; weights must be finite, "
+    "within ±100."
 )
 
 
@@ -44,8 +50,14 @@ def create_app(
     slot_rank: int | None = None,
     static_dir: str | Path | None = STATIC_DIR,
     max_body_bytes: int = MAX_BODY_BYTES,
+    bind_host: str | None = None,
+    allowed_hosts: Iterable[str] = (),
+    max_work: int | None = None,
 ) -> FastAPI:
-    """Build the ASGI app; without `engine`, an Engine for `base` is built (pipeline loaded lazily, or at start with `warm`)."""
+    """Build the ASGI app; without `engine`, an Engine for `base` is built (pipeline loaded lazily, or at start with `warm`).
+
+    Only loopback names, `bind_host` and `allowed_hosts` are accepted in `Host` (421 otherwise);
+    `max_work` bounds images x steps x pixels of one request (default: by the engine's device)."""
     owned = engine is None
     if engine is None:
         engine = build_engine(
@@ -64,6 +76,7 @@ def create_app(
         registry_path=Path(registry_path) if registry_path is not None else None,
         token=token or None,
         static_dir=Path(static_dir) if static_dir is not None else None,
+        max_work=max_work or default_max_work(getattr(engine, "device", "cpu")),
     )
     worker.set_latency_source(st.metrics.generation_seconds.mean)
     app = FastAPI(
@@ -74,7 +87,7 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router, responses=ERROR_RESPONSES)
     _mount_static(app, st)
-    _add_middleware(app, st, max_body_bytes)
+    _add_middleware(app, st, max_body_bytes, host_set(bind_host, allowed_hosts))
     return app
 
 
@@ -118,11 +131,14 @@ def _mount_static(app: FastAPI, st: ServerState) -> None:
         app.mount("/", StaticFiles(directory=st.static_dir, html=True), name="static")
 
 
-def _add_middleware(app: FastAPI, st: ServerState, max_body_bytes: int) -> None:
-    """Outermost first at run time: metrics, then the token guard, then the body limit."""
+def _add_middleware(
+    app: FastAPI, st: ServerState, max_body_bytes: int, hosts: frozenset[str]
+) -> None:
+    """Outermost first at run time: metrics, the Host guard, the token guard, the body limit."""
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     if st.token:
         app.add_middleware(TokenMiddleware, token=st.token, static_served=lambda: st.static_served)
+    app.add_middleware(HostMiddleware, allowed=hosts)
     app.add_middleware(MetricsMiddleware, metrics=st.metrics, route_of=_route_finder(app))
 
 

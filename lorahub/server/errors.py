@@ -22,7 +22,9 @@ HTTP_CODES = {
     413: "too_large",
     415: "unsupported_media_type",
     422: "invalid_input",
+    421: "misdirected_request",
     429: "queue_full",
+    507: "insufficient_storage",
 }
 
 
@@ -35,6 +37,13 @@ class QueueFullError(CapacityError):
     def __init__(self, message: str, retry_after: int = 1):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ClientGoneError(LorahubError):
+    """The client disconnected before its queued request started: it is dropped, never run."""
+
+    code = "client_closed_request"
+    http_status = 499
 
 
 def error_response(

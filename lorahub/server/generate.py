@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 
 from lorahub.server.schemas import MAX_PROMPT, GenerateBody, GenerateResponse, PreviewBody, blocks
 from lorahub.server.state import ServerState, open_registry, state
+from lorahub.server.work import check_work
 from lorahub.types import AdapterSpec, MixMember
 
 router = APIRouter(tags=["generate"])
@@ -35,8 +36,8 @@ async def generate(body: GenerateBody, request: Request) -> Response:
     """JSON `{"images": [base64 PNG], "record": {...}}`, or the first image as PNG (`Accept: image/png`)."""
     st = state(request)
     prompt, specs = await run_in_threadpool(resolve_body, st, body)
-    gen = build_request(body, prompt, specs)
-    result = await run_generation(st, gen)
+    gen = build_request(body, prompt, specs, st)
+    result = await run_generation(st, gen, request)
     pngs = await run_in_threadpool(encode_all, result)
     if wants_png(request.headers.get("accept", "")):
         return Response(
@@ -62,8 +63,8 @@ async def make_preview(
     gen_body = GenerateBody(
         prompt=prompt, steps=body.steps, seed=body.seed, width=body.width, height=body.height
     )
-    gen = build_request(gen_body, prompt, [spec])
-    result = await run_generation(st, gen)
+    gen = build_request(gen_body, prompt, [spec], st)
+    result = await run_generation(st, gen, request)
     png = (await run_in_threadpool(encode_all, result))[0]
     record = await run_in_threadpool(store_preview, st, ref, png)
     return {
@@ -109,8 +110,10 @@ def check_family(st: ServerState, specs: list[AdapterSpec]) -> None:
     check_families(specs, st.base_family, repr(st.base))
 
 
-def build_request(body: GenerateBody, prompt: str, specs: list[AdapterSpec]) -> Any:
-    """A GenerationRequest; unset fields keep the engine's defaults (as `lorahub generate` does)."""
+def build_request(
+    body: GenerateBody, prompt: str, specs: list[AdapterSpec], st: ServerState
+) -> Any:
+    """A GenerationRequest within the server's work bound; unset fields keep the engine's defaults."""
     from lorahub.inference.pipelines import scheduler_class
     from lorahub.inference.requests import GenerationRequest
 
@@ -132,13 +135,14 @@ def build_request(body: GenerateBody, prompt: str, specs: list[AdapterSpec]) -> 
         scheduler_class(body.scheduler)  # an unknown name is a 400 now, not after queueing
     gen = GenerationRequest(**fields)
     gen.validate()
+    check_work(gen, st.base_family, st.max_work)
     return gen
 
 
-async def run_generation(st: ServerState, gen: Any) -> Any:
-    """One request through the engine's worker, timed and remembered for /v1/status."""
+async def run_generation(st: ServerState, gen: Any, request: Request) -> Any:
+    """One request through the engine's worker (dropped if its client leaves before it starts)."""
     start = time.perf_counter()
-    result = await st.worker.generate(gen)
+    result = await st.worker.generate(gen, request.is_disconnected)
     seconds = time.perf_counter() - start
     st.metrics.count_generation(seconds, len(result.images))
     st.remember(summary(gen, result.record, seconds))

@@ -6,19 +6,21 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from lorahub.types import MAX_WEIGHT
+
 MAX_PROMPT = 2000
 MAX_STEPS = 150
 MAX_SIDE = 2048
 MAX_IMAGES = 8
 MAX_ADAPTERS = 16
-MAX_WEIGHT = 100.0
 MAX_SEED = 2**63 - 1
 MAX_BODY_BYTES = 1_000_000
 
 Block = Literal["down", "mid", "up"]
+BlockWeight = Annotated[float, Field(ge=-MAX_WEIGHT, le=MAX_WEIGHT)]
 
 
-def blocks(weights: dict[Block, float] | None) -> dict[str, float] | None:
+def blocks(weights: dict[Block, BlockWeight] | None) -> dict[str, float] | None:
     """Block weights as the plain dict MixMember takes."""
     return {str(k): float(v) for k, v in weights.items()} if weights else None
 
@@ -50,7 +52,8 @@ class AdapterWeight(Strict):
         Field(ge=-MAX_WEIGHT, le=MAX_WEIGHT, description="text-encoder weight (default: weight)"),
     ] = None
     block_weights: Annotated[
-        dict[Block, float] | None, Field(description="multipliers of UNet down/mid/up blocks")
+        dict[Block, BlockWeight] | None,
+        Field(description="multipliers of UNet down/mid/up blocks"),
     ] = None
 
 
@@ -115,7 +118,7 @@ class MixMemberBody(Strict):
     ref: str = Field(min_length=1, max_length=200)
     weight: Annotated[float, Field(ge=-MAX_WEIGHT, le=MAX_WEIGHT)] = 1.0
     te_weight: Annotated[float | None, Field(ge=-MAX_WEIGHT, le=MAX_WEIGHT)] = None
-    block_weights: dict[Block, float] | None = None
+    block_weights: dict[Block, BlockWeight] | None = None
 
 
 class MixBody(Strict):
@@ -155,7 +158,12 @@ ERROR_RESPONSES: dict[int | str, dict] = {
         (404, "unknown adapter(s), mix or route"),
         (409, "name already taken"),
         (413, "body over 1 MB"),
-        (422, "malformed body or parameters, or adapters for another base family"),
+        (421, "Host header not served here (DNS rebinding guard; `--allowed-host`)"),
+        (
+            422,
+            "malformed body or parameters, adapters for another base family, or over the work bound",
+        ),
         (429, "generation queue full (see Retry-After)"),
+        (507, "the disk refused a write (full, quota, read-only); nothing was left behind"),
     )
 }

@@ -27,6 +27,7 @@ class ServerState:
     registry_path: Path | None = None
     token: str | None = None
     static_dir: Path | None = None
+    max_work: int = 0
     metrics: Metrics = field(default_factory=Metrics)
     recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT))
     started_at: float = field(default_factory=time.time)

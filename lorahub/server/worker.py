@@ -3,8 +3,8 @@
 The event loop never runs engine code: `generate(request)` admits the request (or raises
 QueueFullError, answered 429 with Retry-After), hands it to the engine's worker (`submit`, one
 thread owns the pipeline) and awaits the future. An engine without `submit` gets a one-thread
-executor of our own. A request whose client went away still runs to the end (a pipeline is
-never interrupted half-way); its slot is freed when it finishes.
+executor of our own. A request whose client went away before it started is cancelled (never
+run); one already running goes to the end (a pipeline is never interrupted half-way).
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from lorahub.server.errors import QueueFullError
+from lorahub.server.errors import ClientGoneError, QueueFullError
+
+POLL_SECONDS = 0.25
 
 
 class EngineWorker:
@@ -67,9 +69,25 @@ class EngineWorker:
         future.add_done_callback(self._release)
         return future
 
-    async def generate(self, request: Any) -> Any:
-        """Run `request` on the engine's worker thread and await its GenerationResult."""
-        return await asyncio.wrap_future(self.submit(request))
+    async def generate(
+        self, request: Any, is_disconnected: Callable[[], Awaitable[bool]] | None = None
+    ) -> Any:
+        """Run `request` on the engine's worker thread and await its GenerationResult.
+
+        With `is_disconnected`, a request still waiting when its client has gone is cancelled
+        (ClientGoneError): queued work nobody will read is not run."""
+        if is_disconnected is not None and await is_disconnected():
+            raise ClientGoneError("the client disconnected before the request was queued")
+        future = self.submit(request)
+        waiting = asyncio.wrap_future(future)
+        if is_disconnected is None:
+            return await waiting
+        while True:
+            done, _ = await asyncio.wait({waiting}, timeout=POLL_SECONDS)
+            if done or future.running():
+                return await waiting
+            if await is_disconnected() and future.cancel():
+                raise ClientGoneError("the client disconnected before its request started")
 
     def warm_up(self) -> None:
         """Load the base pipeline now, in the background, rather than on the first request."""
