@@ -49,7 +49,7 @@ def inspect(
 def _resolve(target: str) -> Path:
     """An existing path, else a registry reference (NAME[@VERSION] or hash prefix)."""
     path = Path(target).expanduser()
-    if path.exists():
+    if path.exists() or path.is_symlink():  # a broken link: the reader says so, not "no name"
         return path
     from lorahub.registry import Registry
 

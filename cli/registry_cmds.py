@@ -435,16 +435,16 @@ def verify(as_json: bool) -> None:
     table(
         "verify",
         ["result", "files"],
-        [(k, len(getattr(report, k))) for k in ("ok", "changed", "missing", "moved")],
+        [(k, len(getattr(report, k))) for k in ("ok", "changed", "missing", "moved", "errors")],
     )
     rows = [
         (k, i.name or "", i.path, i.detail or "")
-        for k in ("changed", "missing", "moved")
+        for k in ("changed", "missing", "moved", "errors")
         for i in getattr(report, k)
     ]
     if rows:
         table(None, ["", "name", "path", "detail"], rows)
-    if report.changed or report.missing:
+    if report.changed or report.missing or report.errors:
         warn("some files changed or are missing: rescan their folder, or rm the records")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections import Counter
@@ -10,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lorahub.errors import BadFileError
+from lorahub.formats import untrusted
 from lorahub.formats.header import (
     DTYPE_NAMES,
     hash_file,
@@ -125,56 +126,87 @@ def module_alphas(
 ) -> dict[str, float | None]:
     """Alpha per module: `.alpha` tensors, diffusers `lora_adapter_metadata`, or the PEFT config."""
     diffusers_meta = _json_dict(metadata.get("lora_adapter_metadata"))
+    configs: dict[str, LoraConfigAlphas | None] = {}
     out: dict[str, float | None] = {}
     for name, entry in layout.modules.items():
         if "alpha" in entry.keys and entry.keys["alpha"] in scalars:
             out[name] = scalars[entry.keys["alpha"]]
             continue
         component, _, path = name.partition(".")
-        if diffusers_meta and f"{component}.lora_alpha" in diffusers_meta:
-            cfg = {
-                k[len(component) + 1 :]: v
-                for k, v in diffusers_meta.items()
-                if k.startswith(component + ".")
-            }
-            out[name] = _config_alpha(cfg, path)
-        elif peft_config and layout.format == "peft" and "lora_alpha" in peft_config:
-            out[name] = _config_alpha(peft_config, path)
-        else:
-            out[name] = None
+        if component not in configs:
+            configs[component] = _component_config(component, diffusers_meta, peft_config, layout)
+        cfg = configs[component]
+        out[name] = cfg.alpha(path) if cfg else None
     return out
 
 
+def _component_config(
+    component: str,
+    diffusers_meta: dict[str, Any] | None,
+    peft_config: dict[str, Any] | None,
+    layout: Layout,
+) -> LoraConfigAlphas | None:
+    if diffusers_meta and f"{component}.lora_alpha" in diffusers_meta:
+        cfg = {
+            k[len(component) + 1 :]: v
+            for k, v in diffusers_meta.items()
+            if k.startswith(component + ".")
+        }
+        return LoraConfigAlphas(cfg, "lora_adapter_metadata")
+    if peft_config and layout.format == "peft" and "lora_alpha" in peft_config:
+        return LoraConfigAlphas(peft_config, "adapter_config.json")
+    return None
+
+
 def _json_dict(raw: str | None) -> dict[str, Any] | None:
-    try:
-        data = json.loads(raw) if raw else None
-    except json.JSONDecodeError:
-        return None
+    data = untrusted.loads(raw)
     return data if isinstance(data, dict) else None
 
 
-def _config_alpha(cfg: dict[str, Any], path: str) -> float:
-    """A LoraConfig's alpha for module `path`, with alpha_pattern and rsLoRA folded in."""
-    alpha = float(cfg.get("lora_alpha", cfg.get("r", 8)))
-    rank = float(cfg.get("r", 8))
-    for pattern, value in (cfg.get("alpha_pattern") or {}).items():
-        if (
-            path == pattern
-            or path.endswith("." + pattern)
-            or re.fullmatch(rf"(.*\.)?{pattern}", path)
-        ):
-            alpha = float(value)
-            break
-    for pattern, value in (cfg.get("rank_pattern") or {}).items():
-        if (
-            path == pattern
-            or path.endswith("." + pattern)
-            or re.fullmatch(rf"(.*\.)?{pattern}", path)
-        ):
-            rank = float(value)
-            break
-    # rsLoRA scales by alpha/sqrt(r); store the alpha that gives that scale as alpha/r
-    return alpha * rank**0.5 if cfg.get("use_rslora") else alpha
+class LoraConfigAlphas:
+    """A LoraConfig's alpha per module path, with alpha_pattern/rank_pattern and rsLoRA folded
+    in; patterns (untrusted: they come from the file) are checked and compiled once."""
+
+    def __init__(self, cfg: dict[str, Any], source: str):
+        rank = untrusted.number(cfg.get("r", 8))
+        alpha = untrusted.number(cfg.get("lora_alpha", rank))
+        if rank is None or alpha is None or rank <= 0:
+            raise BadFileError(f"{source}: lora_alpha and r must be finite numbers, r above 0")
+        self.alpha0, self.rank0, self.rslora = (
+            float(alpha),
+            float(rank),
+            bool(cfg.get("use_rslora")),
+        )
+        self.alpha_patterns = self._patterns(cfg.get("alpha_pattern"), f"{source} alpha_pattern")
+        self.rank_patterns = self._patterns(cfg.get("rank_pattern"), f"{source} rank_pattern")
+
+    @staticmethod
+    def _patterns(raw: Any, source: str) -> list[tuple[re.Pattern[str] | str, float]]:
+        if not raw:
+            return []
+        if not isinstance(raw, dict) or len(raw) > untrusted.MAX_PATTERNS:
+            raise BadFileError(
+                f"{source} must map at most {untrusted.MAX_PATTERNS} module patterns to numbers"
+            )
+        out = []
+        for pattern, value in raw.items():
+            number = untrusted.number(value)
+            if number is None or number <= 0:
+                raise BadFileError(
+                    f"{source}: the value for {str(pattern)[:60]!r} is not a number above 0"
+                )
+            out.append((untrusted.module_pattern(pattern, source), float(number)))
+        return out
+
+    def alpha(self, path: str) -> float:
+        alpha = next(
+            (v for p, v in self.alpha_patterns if untrusted.pattern_matches(p, path)), None
+        )
+        rank = next((v for p, v in self.rank_patterns if untrusted.pattern_matches(p, path)), None)
+        alpha = self.alpha0 if alpha is None else alpha
+        rank = self.rank0 if rank is None else rank
+        # rsLoRA scales by alpha/sqrt(r); store the alpha that gives that scale as alpha/r
+        return alpha * rank**0.5 if self.rslora else alpha
 
 
 def inspect_file(
@@ -285,8 +317,5 @@ def _targets(a: Analysis) -> list[str]:
 
 
 def _json_list(raw: str | None) -> list[str]:
-    try:
-        data = json.loads(raw) if raw else []
-    except json.JSONDecodeError:
-        return []
+    data = untrusted.loads(raw)
     return [str(x) for x in data] if isinstance(data, list) else []

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import stat
 import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from lorahub.errors import BadFileError, UntrustedFileError
 
@@ -25,6 +27,11 @@ DTYPE_NAMES = {
     "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
     "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
 }  # fmt: skip
+DTYPE_BITS = {
+    **{k: 8 * v for k, v in DTYPE_SIZES.items()},
+    "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "F8_E8M0": 8, "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8,
+    "C64": 64,
+}  # fmt: skip  # every dtype safetensors 0.8 knows, in bits
 STRUCT_CODES = {"F32": "<f", "F64": "<d", "F16": "<e", "I64": "<q", "I32": "<i"}
 
 
@@ -41,12 +48,27 @@ class FileHashes:
         return asdict(self)
 
 
+def open_regular(path: str | os.PathLike[str], buffering: int = -1) -> BinaryIO:
+    """Open a regular file for reading; a FIFO, device or socket is refused without blocking
+    (O_NONBLOCK on the open, then fstat on what was opened: no race with a swapped path)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise BadFileError(f"{Path(path).name} is not a regular file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=buffering)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def is_pickle(path: str | os.PathLike[str]) -> bool:
     """True for files that are (or claim to be) Python pickles: refused unless trusted."""
     path = Path(path)
     if path.suffix.lower() in PICKLE_SUFFIXES:
         return True
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         head = fh.read(9)
     if head.startswith(b"PK\x03\x04"):
         return True
@@ -66,19 +88,24 @@ def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
     """Return (tensor entries, `__metadata__`, header length) of a safetensors file."""
     path = Path(path)
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:
+            size = os.fstat(fh.fileno()).st_size
             raw_len = fh.read(8)
             n = _check_length(path, raw_len, size)
             raw = fh.read(n)
     except OSError as exc:
         raise BadFileError(f"cannot read {path}: {exc.strerror or exc}") from None
     header = _parse_json(path, raw)
-    metadata = header.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict):
-        raise BadFileError(f"{path.name}: safetensors __metadata__ is not a JSON object")
+    metadata = header.pop("__metadata__", None)
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise BadFileError(
+            f"{path.name}: safetensors __metadata__ must map names to strings (the safetensors "
+            "library refuses this file)"
+        )
     _check_entries(path, header, size - 8 - n)
-    return header, {str(k): str(v) for k, v in metadata.items()}, n
+    return header, metadata, n
 
 
 def _check_length(path: Path, raw_len: bytes, size: int) -> int:
@@ -101,10 +128,14 @@ def _check_length(path: Path, raw_len: bytes, size: int) -> int:
 
 def _parse_json(path: Path, raw: bytes) -> dict[str, Any]:
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        header = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError):  # JSONDecodeError, NaN/Infinity, 4300+ digit ints
         raise BadFileError(
             f"{path.name} is not a safetensors file: its header is not JSON"
+        ) from None
+    except RecursionError:
+        raise BadFileError(
+            f"{path.name} is not a safetensors file: its header JSON is nested too deeply"
         ) from None
     if not isinstance(header, dict):
         raise BadFileError(
@@ -113,28 +144,58 @@ def _parse_json(path: Path, raw: bytes) -> dict[str, Any]:
     return header
 
 
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _is_index(value: Any) -> bool:
+    """A JSON unsigned 64-bit integer (what safetensors' usize fields accept)."""
+    return type(value) is int and 0 <= value < 1 << 64
+
+
 def _check_entries(path: Path, header: dict[str, Any], data_len: int) -> None:
+    """Validate tensor entries as strictly as the safetensors library does before opening:
+    known dtype, shape and offsets of unsigned ints, bytes matching shape x dtype, and offsets
+    that tile the data exactly (no gap, no overlap, nothing after the last tensor)."""
+    spans: list[tuple[int, int, str]] = []
     for key, entry in header.items():
-        try:
-            dtype, shape = entry["dtype"], entry["shape"]
-            begin, end = entry["data_offsets"]
-            count = 1
-            for d in shape:
-                count *= int(d)
-        except (KeyError, TypeError, ValueError):
-            raise BadFileError(
-                f"{path.name}: malformed safetensors entry for tensor {key!r}"
-            ) from None
+        bad = f"{path.name}: malformed safetensors entry for tensor {key!r}"
+        if not isinstance(entry, dict):
+            raise BadFileError(bad)
+        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
+            raise BadFileError(f"{bad}: unknown dtype {str(dtype)[:40]!r}")
+        if not isinstance(shape, list) or not all(_is_index(d) for d in shape):
+            raise BadFileError(f"{bad}: shape must be a list of non-negative integers")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_index, offsets))):
+            raise BadFileError(f"{bad}: data_offsets must be two non-negative integers")
+        begin, end = offsets
+        if begin > end:
+            raise BadFileError(f"{bad}: data_offsets end before they begin")
         if end > data_len:
             raise BadFileError(
                 f"{path.name} is truncated: tensor {key!r} ends at byte {end} of the data, "
                 f"but only {data_len} bytes follow the header"
             )
-        width = DTYPE_SIZES.get(dtype)
-        if width is not None and (end - begin != count * width or begin > end):
+        count = 1
+        for d in shape:
+            count *= d
+        bits = count * DTYPE_BITS[dtype]
+        if bits % 8 or bits // 8 != end - begin:
             raise BadFileError(
                 f"{path.name}: tensor {key!r} has {end - begin} bytes for shape {shape} {dtype}"
             )
+        spans.append((begin, end, key))
+    at = 0
+    for begin, end, key in sorted(spans):
+        if begin != at:
+            what = "overlaps the tensor before it" if begin < at else "leaves a gap before it"
+            raise BadFileError(f"{path.name}: tensor {key!r} {what} (data offset {begin})")
+        at = end
+    if at != data_len:
+        raise BadFileError(
+            f"{path.name}: {data_len - at} bytes after the last tensor are not part of any tensor"
+        )
 
 
 def read_scalars(
@@ -145,7 +206,7 @@ def read_scalars(
     ordered = sorted(keys, key=lambda k: header[k]["data_offsets"][0])
     # Unbuffered, and scalars lying close together read in one call: a buffered read would pull
     # ~4 KB around every 4-byte scalar, one read per scalar costs a system call each.
-    with open(path, "rb", buffering=0) as fh:
+    with open_regular(path, buffering=0) as fh:
         for run in _runs(ordered, header):
             first, last = header[run[0]]["data_offsets"][0], header[run[-1]]["data_offsets"][1]
             fh.seek(8 + header_len + first)
@@ -159,6 +220,10 @@ def read_scalars(
                     out[key] = struct.unpack("<f", b"\x00\x00" + raw)[0]
                 elif code and len(raw) == struct.calcsize(code):
                     out[key] = float(struct.unpack(code, raw)[0])
+                if key in out and not math.isfinite(out[key]):
+                    raise BadFileError(
+                        f"{Path(path).name}: {key} is {out[key]}, not a finite number"
+                    )
     return out
 
 
@@ -184,11 +249,11 @@ def hash_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> FileHashes:
     path = Path(path)
     full = hashlib.sha256()
     tensors = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         head = fh.read(8)
         full.update(head)
         n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
-        is_st = 0 <= n <= path.stat().st_size - 8 and not is_pickle(path)
+        is_st = 0 <= n <= os.fstat(fh.fileno()).st_size - 8 and not is_pickle(path)
         if is_st:
             remaining = n
             while remaining > 0:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from typing import Any
+
+from lorahub.formats import untrusted
+
+MAX_TEXT = 2000  # characters of one metadata text kept in a summary
+MAX_TRIGGERS = 16  # trigger words taken from one phrase
+MAX_WORD = 100  # characters of one trigger word
 
 SS_FIELDS = {
     "steps": ("ss_max_train_steps", "ss_steps"),
@@ -57,11 +62,15 @@ def summarize_metadata(metadata: dict[str, str]) -> dict[str, Any]:
             out[f"modelspec_{field}"] = value
     diffusers_meta = metadata.get("lora_adapter_metadata")
     if diffusers_meta:
-        try:
-            out["lora_config"] = _condense_lora_config(json.loads(diffusers_meta))
-        except (json.JSONDecodeError, AttributeError):
-            out["lora_config"] = diffusers_meta
-    return out
+        config = untrusted.loads(diffusers_meta)
+        out["lora_config"] = (
+            _condense_lora_config(config) if isinstance(config, dict) else _text(diffusers_meta)
+        )
+    return {k: _text(v) if isinstance(v, str) else v for k, v in out.items()}
+
+
+def _text(value: str) -> str:
+    return value if len(value) <= MAX_TEXT else value[:MAX_TEXT] + "…"
 
 
 LORA_CONFIG_KEYS = (
@@ -88,25 +97,22 @@ def _condense_lora_config(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _parse_value(value: str, field: str) -> Any:
     if field == "network_args":
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    for cast in (int, float):
-        try:
-            return cast(value)
-        except ValueError:
-            pass
-    return value
+        parsed = untrusted.loads(value)
+        return value if parsed is None else parsed
+    number = untrusted.parse_number(value)
+    return value if number is None else number
 
 
 def trigger_words(metadata: dict[str, str], limit: int = 5) -> list[str]:
     """Suggested trigger words: `modelspec.trigger_phrase`, then the most frequent dataset tags."""
     words: list[str] = []
     phrase = metadata.get("modelspec.trigger_phrase", "")
-    for part in phrase.split(","):
-        if part.strip() and part.strip() not in words:
-            words.append(part.strip())
+    for part in phrase.split(",", 4 * MAX_TRIGGERS)[: 4 * MAX_TRIGGERS]:
+        word = part.strip()[:MAX_WORD]
+        if word and word not in words:
+            words.append(word)
+            if len(words) == MAX_TRIGGERS:
+                break
     for tag, _ in tag_frequency(metadata).most_common():
         if len(words) >= limit + (1 if phrase else 0):
             break
@@ -121,15 +127,13 @@ def tag_frequency(metadata: dict[str, str]) -> Counter[str]:
     raw = metadata.get("ss_tag_frequency")
     if not raw:
         return counts
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError:
-        return counts
+    data = untrusted.loads(raw)
     if not isinstance(data, dict):
         return counts
     for tags in data.values():
         if isinstance(tags, dict):
             for tag, n in tags.items():
-                if isinstance(n, (int, float)) and str(tag).strip():
-                    counts[str(tag).strip()] += int(n)
+                n = untrusted.number(n)
+                if n is not None and n > 0 and str(tag).strip():
+                    counts[str(tag).strip()[:MAX_WORD]] += int(n)
     return counts

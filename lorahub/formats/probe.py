@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from lorahub.formats import untrusted
 from lorahub.formats.layout import ModuleEntry
 
 CROSS_WIDTHS = {768: "sd1", 1024: "sd2", 2048: "sdxl", 32: "tiny-sd1", 96: "tiny-sdxl"}
@@ -196,10 +196,7 @@ def _diffusers_meta_family(metadata: dict[str, str]) -> tuple[str | None, str | 
     raw = metadata.get("lorahub.base_family")
     if raw:
         return raw, f"metadata lorahub.base_family={raw}"
-    try:
-        meta = json.loads(metadata.get("lora_adapter_metadata", "") or "{}")
-    except json.JSONDecodeError:
-        return None, None
+    meta = untrusted.loads(metadata.get("lora_adapter_metadata"))
     name = meta.get("unet.base_model_name_or_path") if isinstance(meta, dict) else None
     fam = _family_from_text(str(name)) if name else None
     return (fam, f"lora_adapter_metadata base model {name} -> {fam}") if fam else (None, None)

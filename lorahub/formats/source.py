@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lorahub.errors import BadFileError, NotFoundError
+from lorahub.formats import untrusted
+
+MAX_CONFIG_BYTES = 16 * 1024 * 1024  # an adapter_config.json is a few KB
 
 FOLDER_FILES = (
     "adapter_model.safetensors",
@@ -30,6 +32,8 @@ def resolve_source(path: str | os.PathLike[str]) -> Source:
     """Find the tensor file of `path` (a file or a PEFT/diffusers folder) and its sidecar config."""
     path = Path(path).expanduser()
     if not path.exists():
+        if path.is_symlink():
+            raise NotFoundError(f"{path} is a symbolic link to nothing (missing target or a loop)")
         raise NotFoundError(f"no such file or folder: {path}")
     if path.is_dir():
         file = next((path / n for n in FOLDER_FILES if (path / n).is_file()), None)
@@ -43,17 +47,37 @@ def resolve_source(path: str | os.PathLike[str]) -> Source:
         path.with_name(f"{path.stem}.adapter_config.json"),
         path.with_name("adapter_config.json"),
     )
+    if not path.is_file():
+        raise BadFileError(f"{path} is not a regular file ({special_kind(path)})")
     config = next((_read_config(p) for p in sidecars if p.is_file()), None)
     return Source(path.resolve(), path.resolve(), config)
+
+
+def special_kind(path: Path) -> str:
+    """What a non-regular file is, in words."""
+    import stat
+
+    mode = path.stat().st_mode
+    for test, word in (
+        (stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"),
+    ):  # fmt: skip
+        if test(mode):
+            return word
+    return "a special file"
 
 
 def _read_config(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        raise BadFileError(f"{path.name} beside the adapter is not valid JSON") from None
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise BadFileError(f"{path.name} beside the adapter is over {MAX_CONFIG_BYTES} bytes")
+        data = untrusted.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        data = None
+    if data is None:
+        raise BadFileError(f"{path.name} beside the adapter is not valid JSON")
     return data if isinstance(data, dict) else None
 
 

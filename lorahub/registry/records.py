@@ -306,15 +306,17 @@ class ScanReport:
 
 @dataclass
 class VerifyReport:
-    """What verify found: ok, changed (bytes differ), missing, moved (found elsewhere, path updated)."""
+    """What verify found: ok, changed (bytes differ), missing, moved (found elsewhere, path
+    updated), errors (there but not readable as a file)."""
 
     ok: list[ScanItem] = field(default_factory=list)
     changed: list[ScanItem] = field(default_factory=list)
     missing: list[ScanItem] = field(default_factory=list)
     moved: list[ScanItem] = field(default_factory=list)
+    errors: list[ScanItem] = field(default_factory=list)  # present but not readable
 
     def to_json(self) -> dict[str, Any]:
         return {
             k: [i.to_json() for i in getattr(self, k)]
-            for k in ("ok", "changed", "missing", "moved")
+            for k in ("ok", "changed", "missing", "moved", "errors")
         }

@@ -28,9 +28,18 @@ Progress = Callable[..., None] | None
 PICKLE_SKIPPED = "pickle file (can run code when loaded): not read; pass --trust-pickle to read it"
 
 
-def walk(root: Path, trust_pickle: bool = False) -> Iterator[Path]:
-    """Candidate adapter files under `root`, sorted, skipping hidden files and folders."""
-    for dirpath, dirnames, filenames in os.walk(root):
+def walk(
+    root: Path, trust_pickle: bool = False, unreadable: list[ScanItem] | None = None
+) -> Iterator[Path]:
+    """Candidate adapter files under `root`, sorted, skipping hidden files and folders; folders
+    that cannot be listed go to `unreadable` (when given)."""
+
+    def onerror(exc: OSError) -> None:
+        if unreadable is not None:
+            where = exc.filename or "?"
+            unreadable.append(ScanItem(str(where), None, f"folder not read: {exc.strerror or exc}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for fn in sorted(filenames):
             path = Path(dirpath) / fn
@@ -70,7 +79,7 @@ def scan_folder(
         raise NotFoundError(f"no such folder: {base}")
     report = ScanReport(root=str(base))
     known = known_under(db, base)
-    files = list(walk(base, trust_pickle=True))  # untrusted pickles are reported, not read
+    files = list(walk(base, trust_pickle=True, unreadable=report.errors))  # pickles: reported
     if progress:
         progress(0, total=len(files))
     seen: set[str] = set()
@@ -78,8 +87,11 @@ def scan_folder(
     with FactsReader(due, hash=hash, trust_pickle=trust_pickle, workers=workers) as reader:
         for path in files:
             seen.add(str(path))
-            _scan_one(db, path, known.get(str(path)), report, reader, trust_pickle=trust_pickle)
-            _take_sidecars(db, path, report, refresh_sidecars)
+            try:
+                _scan_one(db, path, known.get(str(path)), report, reader, trust_pickle=trust_pickle)
+                _take_sidecars(db, path, report, refresh_sidecars)
+            except Exception as exc:  # one file's failure is its own line; the scan goes on
+                report.errors.append(ScanItem(str(path), None, file_problem(exc)))
             if progress:
                 progress(1, status=path.name)
     missing = [row for p, row in known.items() if p not in seen]
@@ -104,6 +116,15 @@ def _needs_read(path: Path, row: dict[str, Any] | None, trust_pickle: bool) -> b
     return row is None or row["size"] != st.st_size or row["mtime"] != st.st_mtime
 
 
+def file_problem(exc: BaseException) -> str:
+    """One line for what went wrong with one file (never a traceback)."""
+    if isinstance(exc, LorahubError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"cannot read: {exc.strerror or exc}"
+    return f"unexpected {type(exc).__name__}: {str(exc)[:200]}"
+
+
 def _scan_one(
     db: sqlite_utils.Database,
     path: Path,
@@ -125,9 +146,11 @@ def _scan_one(
         return
     try:
         facts = reader.read(path)
-    except LorahubError as exc:
-        bucket = report.skipped if "not a recognised adapter" in str(exc) else report.errors
-        bucket.append(ScanItem(str(path), None, str(exc)))
+    except Exception as exc:  # workers hand back what read_facts raised, of any type
+        unknown = isinstance(exc, LorahubError) and "not a recognised adapter" in str(exc)
+        (report.skipped if unknown else report.errors).append(
+            ScanItem(str(path), None, file_problem(exc))
+        )
         return
     report.bytes_read += facts.header_bytes + (st.st_size if reader.hash else 0)
     if row is not None:
@@ -295,10 +318,16 @@ def verify_all(db: sqlite_utils.Database, progress: Progress = None) -> VerifyRe
     missing = []
     for row in rows:
         path = Path(row["path"])
-        if not path.is_file():
+        if not path.exists():
             missing.append(row)
         else:
-            h = formats.hash_file(path)
+            try:
+                h = formats.hash_file(path)
+            except Exception as exc:  # a FIFO, an unreadable file: its own line, verify goes on
+                report.errors.append(ScanItem(row["path"], _label(row), file_problem(exc)))
+                if progress:
+                    progress(1, status=path.name)
+                continue
             if row["sha256"] is None:
                 with transaction(db):
                     _set_hashes(db, row["id"], h)
@@ -330,9 +359,12 @@ def _find_moved(
     found: dict[int, Path] = {}
     for root in [Path(r[0]) for r in db.execute("SELECT path FROM scan_roots")] if wanted else []:
         for path in walk(root) if root.is_dir() else []:
-            if str(path) in registered or path.stat().st_size not in wanted:
-                continue
-            sha = formats.hash_file(path).sha256
+            try:
+                if str(path) in registered or path.stat().st_size not in wanted:
+                    continue
+                sha = formats.hash_file(path).sha256
+            except (OSError, LorahubError):
+                continue  # not a file a moved adapter could be
             for r in wanted[path.stat().st_size]:
                 if r["sha256"] == sha and r["id"] not in found:
                     found[r["id"]] = path
