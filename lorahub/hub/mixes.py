@@ -8,7 +8,7 @@ from typing import Any
 
 from lorahub.errors import InvalidInputError
 from lorahub.hub.card import mix_card
-from lorahub.hub.push import WEIGHT_NAME, Staged
+from lorahub.hub.stage import WEIGHT_NAME, Staged
 from lorahub.registry.records import AdapterRecord, MixRecord
 
 RECIPE_NAME = "lorahub_recipe.json"

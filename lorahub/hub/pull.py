@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 import tempfile
@@ -12,9 +11,9 @@ from typing import Any
 
 from lorahub.errors import BadFileError, InvalidInputError, LorahubError, NotFoundError
 from lorahub.hub import client
+from lorahub.hub.stage import WEIGHT_NAME, matches_remote
 from lorahub.registry.records import AdapterRecord, LineageParent
 
-WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 NOT_WEIGHTS = ("scheduler", "optimizer", "checkpoint")  # as diffusers' weight-name guess
 GENERIC_TAGS = {
     "lora",
@@ -117,12 +116,7 @@ def verify_download(local: Path, remote: Any, what: str) -> None:
     """Refuse a download whose bytes differ from what the Hub lists (sha256 for LFS, git id otherwise)."""
     if remote is None:
         return
-    data = local.read_bytes()
-    if remote.lfs is not None:
-        ok = hashlib.sha256(data).hexdigest() == remote.lfs.sha256
-    else:
-        ok = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest() == remote.blob_id
-    if not ok:
+    if not matches_remote(local, remote):
         raise BadFileError(f"downloaded {what} does not match the Hub's hash; try again")
 
 

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lorahub.errors import InvalidInputError, NotFoundError
 from lorahub.hub import client
 from lorahub.hub.card import HubFile, adapter_card
+from lorahub.hub.mixes import stage_mix
+from lorahub.hub.stage import WEIGHT_NAME, Staged, matches_remote
 from lorahub.registry.records import AdapterRecord
 
-WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 ALSO_FORMATS = ("kohya",)
 DROP_METADATA = ("format", "lora_adapter_metadata")  # rewritten by the writer for the new layout
 Progress = Callable[..., None] | None
@@ -53,40 +53,6 @@ class PushResult:
             "files": [f.to_json() for f in self.files],
             "card": self.card,
         }
-
-
-@dataclass
-class Staged:
-    """Files ready to upload: each HubFile with the local path holding its bytes."""
-
-    ref: str
-    kind: str
-    files: list[tuple[HubFile, Path]] = field(default_factory=list)
-
-    def add(self, local: Path, path_in_repo: str, role: str) -> HubFile:
-        """Stage one local file under `path_in_repo`."""
-        entry = HubFile(path_in_repo, local.stat().st_size, sha256_file(local), role)
-        self.files.append((entry, local))
-        return entry
-
-    @property
-    def hub_files(self) -> list[HubFile]:
-        return [f for f, _ in self.files]
-
-
-def sha256_file(path: Path) -> str:
-    """The sha256 of a file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def git_blob_sha1(path: Path) -> str:
-    """The git blob id of a file (what the Hub reports for regular, non-LFS files)."""
-    data = path.read_bytes()
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 def check_also(also: Iterable[str]) -> tuple[str, ...]:
@@ -221,15 +187,7 @@ def changed_files(
     out = []
     for entry, local in staged.files:
         r = by_path.get(entry.path_in_repo)
-        same = (
-            r is not None
-            and r.size == entry.size
-            and (
-                r.lfs.sha256 == entry.sha256
-                if r.lfs is not None
-                else r.blob_id == git_blob_sha1(local)
-            )
-        )
+        same = r is not None and r.size == entry.size and matches_remote(local, r, entry.sha256)
         if not same:
             out.append((entry, local))
     return out
@@ -292,8 +250,6 @@ def _stage(
     try:
         record = reg.get_adapter(ref)
     except NotFoundError:
-        from lorahub.hub.mixes import stage_mix
-
         try:
             mix = reg.get_mix(ref)
         except NotFoundError:
