@@ -8,13 +8,13 @@ pipeline layers each adapter touches. Adapters a running request uses are pinned
 from __future__ import annotations
 
 import gc
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from lorahub.errors import CapacityError, IncompatibleError
 from lorahub.inference import layers
+from lorahub.inference.lru import LRU
 from lorahub.inference.metrics import Metrics
 from lorahub.inference.sources import CpuTerm, read_terms
 from lorahub.types import AdapterSpec
@@ -55,7 +55,6 @@ class ResidentAdapter:
     entries: list[ResidentEntry]
     nbytes: int
     components: frozenset[str]
-    pins: int = 0
     modules: list[Any] = field(default_factory=list)
 
 
@@ -84,14 +83,21 @@ class CpuCache:
     ):
         self.max_bytes, self.dtype, self.metrics = max_bytes, dtype, metrics
         self.pin, self.trust_pickle = pin, trust_pickle
-        self.items: OrderedDict[str, CpuAdapter] = OrderedDict()
-        self.nbytes = 0
+        self.items: LRU[str, CpuAdapter] = LRU(
+            max_bytes=max_bytes,
+            size_of=lambda a: a.nbytes,
+            on_evict=lambda _key, _adapter: metrics.inc("evictions_cpu"),
+        )
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the cached adapters."""
+        return self.items.nbytes
 
     def get(self, spec: AdapterSpec) -> CpuAdapter:
         """The adapter from memory, else read from disk (and cached)."""
         hit = self.items.get(spec.key)
         if hit is not None:
-            self.items.move_to_end(spec.key)
             self.metrics.inc("cpu_hits")
             return hit
         self.metrics.inc("cpu_misses")
@@ -105,18 +111,14 @@ class CpuCache:
         return adapter
 
     def _put(self, adapter: CpuAdapter) -> None:
-        while self.items and self.nbytes + adapter.nbytes > self.max_bytes:
-            _, old = self.items.popitem(last=False)
-            self.nbytes -= old.nbytes
-            self.metrics.inc("evictions_cpu")
+        """Cache `adapter`; one larger than the whole cache still evicts the rest, and is not kept."""
+        self.items.make_room(adapter.nbytes)
         if adapter.nbytes <= self.max_bytes:
-            self.items[adapter.key] = adapter
-            self.nbytes += adapter.nbytes
+            self.items.put(adapter.key, adapter)
 
     def clear(self) -> None:
         """Drop every cached adapter."""
         self.items.clear()
-        self.nbytes = 0
 
 
 class BufferPool:
@@ -193,8 +195,17 @@ class ResidentCache:
     ):
         self.index, self.cpu, self.pool, self.metrics = index, cpu, pool, metrics
         self.max_count, self.max_bytes, self.on_evict = max_count, max_bytes, on_evict
-        self.items: OrderedDict[str, ResidentAdapter] = OrderedDict()
-        self.nbytes = 0
+        self.items: LRU[str, ResidentAdapter] = LRU(
+            max_count=max_count,
+            max_bytes=max_bytes,
+            size_of=lambda a: a.nbytes,
+            on_evict=self._dropped,
+        )
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the resident adapters."""
+        return self.items.nbytes
 
     def acquire(self, specs: list[AdapterSpec]) -> list[ResidentAdapter]:
         """Make every spec resident and pin it; CapacityError when they cannot all fit."""
@@ -206,7 +217,7 @@ class ResidentCache:
         try:
             for spec in specs:
                 adapter = self._get(spec)
-                adapter.pins += 1
+                self.items.pin(adapter.key)
                 out.append(adapter)
         except BaseException:
             self.release(out)
@@ -216,20 +227,18 @@ class ResidentCache:
     def release(self, adapters: list[ResidentAdapter]) -> None:
         """Unpin adapters a finished request used."""
         for adapter in adapters:
-            adapter.pins -= 1
+            self.items.unpin(adapter.key)
 
     def _get(self, spec: AdapterSpec) -> ResidentAdapter:
         hit = self.items.get(spec.key)
         if hit is not None:
-            self.items.move_to_end(spec.key)
             self.metrics.inc("resident_hits")
             return hit
         self.metrics.inc("resident_misses")
         cpu = self.cpu.get(spec)
         self._make_room(cpu.nbytes, spec.name)
         adapter = self._upload(cpu)
-        self.items[spec.key] = adapter
-        self.nbytes += adapter.nbytes
+        self.items.put(spec.key, adapter)
         return adapter
 
     def _make_room(self, nbytes: int, name: str) -> None:
@@ -238,14 +247,11 @@ class ResidentCache:
                 f"adapter {name} needs {nbytes / 2**20:.1f} MiB on the device, more than the "
                 f"resident limit of {self.max_bytes / 2**20:.1f} MiB"
             )
-        while len(self.items) >= self.max_count or self.nbytes + nbytes > self.max_bytes:
-            victim = next((a for a in self.items.values() if a.pins == 0), None)
-            if victim is None:
-                raise CapacityError(
-                    f"no room to load adapter {name}: {len(self.items)} resident adapters "
-                    f"({self.nbytes} bytes) are all in use"
-                )
-            self.evict(victim.key)
+        if not self.items.make_room(nbytes):
+            raise CapacityError(
+                f"no room to load adapter {name}: {len(self.items)} resident adapters "
+                f"({self.nbytes} bytes) are all in use"
+            )
 
     def _upload(self, cpu: CpuAdapter) -> ResidentAdapter:
         """Copy a CPU adapter into pooled device tensors and bind its layers."""
@@ -264,7 +270,7 @@ class ResidentCache:
             )
         modules = list(dict.fromkeys(e.module for e in entries))
         components = frozenset(e.component for e in entries)
-        return ResidentAdapter(cpu.key, cpu.name, entries, cpu.nbytes, components, 0, modules)
+        return ResidentAdapter(cpu.key, cpu.name, entries, cpu.nbytes, components, modules)
 
     def _copy(self, src: Any, module: Any, term: CpuTerm, name: str, role: str) -> Any:
         """`src` (reshaped for the layer) copied into a pooled device tensor."""
@@ -275,8 +281,10 @@ class ResidentCache:
 
     def evict(self, key: str) -> None:
         """Drop a resident adapter: unbind it, return its tensors to the pool."""
-        adapter = self.items.pop(key)
-        self.nbytes -= adapter.nbytes
+        self.items.evict(key)
+
+    def _dropped(self, _key: str, adapter: ResidentAdapter) -> None:
+        """Unbind an evicted adapter and recycle its tensors."""
         self.on_evict(adapter)
         for e in adapter.entries:
             self.pool.give(e.a)

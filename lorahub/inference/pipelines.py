@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import gc
 import json
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from lorahub.errors import IncompatibleError, InvalidInputError
+from lorahub.inference.lru import LRU
 from lorahub.types import AdapterSpec
 
 SCHEDULERS = {
@@ -104,25 +104,25 @@ def compile_unet(pipe: Any, backend: str = "inductor", mode: str | None = None) 
 
 
 class PipelineCache:
-    """LRU of loaded pipelines keyed by (base, dtype, device); `on_evict(key, value)` when dropped."""
+    """LRU of loaded pipelines keyed by (base, dtype, device); `on_evict(value)` when dropped."""
 
     def __init__(self, size: int, load: Callable[[str], Any], on_evict: Callable[[Any], None]):
         self.size, self.load, self.on_evict = size, load, on_evict
-        self.items: OrderedDict[tuple, Any] = OrderedDict()
+        self.items: LRU[tuple, Any] = LRU(max_count=size, on_evict=self._dropped)
 
     def get(self, key: tuple) -> Any:
-        """The cached value for `key`, loading (and evicting the oldest) when absent."""
+        """The cached value for `key`, loading (after evicting the oldest) when absent."""
         hit = self.items.get(key)
         if hit is not None:
-            self.items.move_to_end(key)
             return hit
-        while len(self.items) >= self.size:
-            _, old = self.items.popitem(last=False)
-            self.on_evict(old)
-            gc.collect()
+        self.items.make_room()
         value = self.load(key[0])
-        self.items[key] = value
+        self.items.put(key, value)
         return value
 
+    def _dropped(self, _key: tuple, value: Any) -> None:
+        self.on_evict(value)
+        gc.collect()
+
     def values(self) -> list[Any]:
-        return list(self.items.values())
+        return self.items.values()
