@@ -26,7 +26,7 @@ from lorahub.fullsize import SD15_UNET  # noqa: E402
 from lorahub.inference.activate import Activator, Selection  # noqa: E402
 from lorahub.inference.adapters import BufferPool, CpuCache, ModuleIndex, ResidentCache  # noqa: E402
 from lorahub.inference.fuse import Fuser  # noqa: E402
-from lorahub.inference.metrics import Metrics  # noqa: E402
+from lorahub.metrics import EngineMetrics  # noqa: E402
 from lorahub.types import AdapterSpec  # noqa: E402
 
 TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
@@ -121,7 +121,7 @@ class Ours:
     """The engine's adapter machinery on a bare UNet (what BaseRuntime._switch runs)."""
 
     def __init__(self, unet, max_count: int = 32, cpu_bytes: int = 8 << 30):
-        self.metrics = Metrics()
+        self.metrics = EngineMetrics()
         self.cpu = CpuCache(cpu_bytes, torch.float32, self.metrics)
         self.act = Activator()
         self.resident = ResidentCache(

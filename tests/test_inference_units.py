@@ -85,9 +85,9 @@ def test_output_paths(tmp_path):
 
 
 def test_histogram_is_cumulative():
-    from lorahub.inference.metrics import Metrics
+    from lorahub.metrics import EngineMetrics
 
-    m = Metrics()
+    m = EngineMetrics()
     for s in (0.0002, 0.003, 5.0):
         m.observe("swap_seconds", s)
     hist = m.to_json()["swap_seconds"]

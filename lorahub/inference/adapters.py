@@ -15,8 +15,8 @@ from typing import Any
 from lorahub.errors import CapacityError, IncompatibleError
 from lorahub.inference import layers
 from lorahub.inference.lru import LRU
-from lorahub.inference.metrics import Metrics
 from lorahub.inference.sources import CpuTerm, read_terms
+from lorahub.metrics import EngineMetrics
 from lorahub.types import AdapterSpec
 
 COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
@@ -76,7 +76,7 @@ class CpuCache:
         self,
         max_bytes: int,
         dtype: Any,
-        metrics: Metrics,
+        metrics: EngineMetrics,
         *,
         pin: bool = False,
         trust_pickle: bool = False,
@@ -187,7 +187,7 @@ class ResidentCache:
         index: ModuleIndex,
         cpu: CpuCache,
         pool: BufferPool,
-        metrics: Metrics,
+        metrics: EngineMetrics,
         *,
         max_count: int,
         max_bytes: int,

@@ -15,10 +15,10 @@ from typing import Any
 
 from lorahub.errors import CapacityError, InvalidInputError, NotFoundError, UnsupportedError
 from lorahub.inference.adapters import CpuCache
-from lorahub.inference.metrics import Metrics
 from lorahub.inference.pipelines import PipelineCache
 from lorahub.inference.requests import GenerationRequest, GenerationResult
 from lorahub.inference.runtime import BaseRuntime
+from lorahub.metrics import EngineMetrics
 from lorahub.types import AdapterSpec
 
 GiB = 1 << 30
@@ -71,7 +71,7 @@ class Engine:
         self.config = replace(config or EngineConfig(), **overrides)
         self.device = check_device(pick_device(self.config.device))
         self.dtype = pick_dtype(self.device, self.config.dtype)
-        self.metrics = Metrics()
+        self.metrics = EngineMetrics()
         self.cpu = CpuCache(
             self.config.cpu_cache_bytes,
             self.dtype,

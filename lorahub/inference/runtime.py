@@ -17,15 +17,15 @@ from lorahub.inference.adapters import (
     ResidentCache,
 )
 from lorahub.inference.fuse import Fuser
-from lorahub.inference.metrics import Metrics
 from lorahub.inference.requests import GenerationRequest, GenerationResult
+from lorahub.metrics import EngineMetrics
 from lorahub.types import AdapterSpec
 
 
 class BaseRuntime:
     """A pipeline with its adapter state; not thread-safe (the engine serialises calls)."""
 
-    def __init__(self, base: str, pipe: Any, config: Any, cpu: CpuCache, metrics: Metrics):
+    def __init__(self, base: str, pipe: Any, config: Any, cpu: CpuCache, metrics: EngineMetrics):
         self.base, self.pipe, self.config, self.cpu, self.metrics = base, pipe, config, cpu, metrics
         self.family = pipelines.pipeline_family(base, pipe)
         self.index = ModuleIndex(pipe)

@@ -16,8 +16,8 @@ from lorahub.server.auth import TokenMiddleware
 from lorahub.server.errors import install_error_handlers
 from lorahub.server.hosts import HostMiddleware
 from lorahub.server.hosts import allowed_hosts as host_set
+from lorahub.server.http_metrics import MetricsMiddleware
 from lorahub.server.limits import BodyLimitMiddleware
-from lorahub.server.metrics import MetricsMiddleware
 from lorahub.server.schemas import ERROR_RESPONSES, MAX_BODY_BYTES
 from lorahub.server.state import ServerState
 from lorahub.server.work import default_max_work
@@ -78,7 +78,7 @@ def create_app(
         static_dir=Path(static_dir) if static_dir is not None else None,
         max_work=max_work or default_max_work(getattr(engine, "device", "cpu")),
     )
-    worker.set_latency_source(st.metrics.generation_seconds.mean)
+    worker.set_latency_source(st.metrics.generation_request_seconds.mean)
     app = FastAPI(
         title="lorahub", version=__version__, description=DESCRIPTION, lifespan=_lifespan(st, warm)
     )

@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import Request
 
-from lorahub.server.metrics import Metrics
+from lorahub.metrics import ServerMetrics
 from lorahub.server.worker import EngineWorker
 
 RECENT = 20
@@ -28,7 +28,7 @@ class ServerState:
     token: str | None = None
     static_dir: Path | None = None
     max_work: int = 0
-    metrics: Metrics = field(default_factory=Metrics)
+    metrics: ServerMetrics = field(default_factory=ServerMetrics)
     recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT))
     started_at: float = field(default_factory=time.time)
     _family: str | None = None

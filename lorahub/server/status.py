@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
 from lorahub import __version__
-from lorahub.server.metrics import render
+from lorahub.metrics import render
 from lorahub.server.state import state
 
 router = APIRouter(tags=["status"])

@@ -1,14 +1,22 @@
-"""Prometheus text exposition (format 0.0.4) without a client library: counters, gauges, histograms."""
+"""The numbers the engine and the server keep, and their Prometheus text (format 0.0.4).
+
+One histogram for both: the engine reports its counters and histograms as JSON (`Engine.stats()`),
+the server keeps its own request numbers, and `render` writes the whole /metrics page without a
+client library.
+"""
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+SWAP_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+GENERATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 LATENCY_BUCKETS = (
     0.001,
     0.0025,
@@ -29,45 +37,91 @@ LATENCY_BUCKETS = (
 
 
 class Histogram:
-    """Cumulative-bucket histogram of seconds."""
+    """A cumulative-bucket histogram of seconds (a value counts in every bucket whose bound it is <=)."""
 
     def __init__(self, buckets: Iterable[float] = LATENCY_BUCKETS):
         self.buckets = tuple(sorted(buckets))
-        self.counts = [0] * len(self.buckets)
-        self.count = 0
+        self.counts = [0] * (len(self.buckets) + 1)  # per bucket, the last one past every bound
         self.sum = 0.0
+        self.count = 0
         self._lock = threading.Lock()
 
-    def observe(self, value: float) -> None:
+    def observe(self, seconds: float) -> None:
+        """Record one observation."""
         with self._lock:
+            self.counts[bisect.bisect_left(self.buckets, seconds)] += 1
+            self.sum += seconds
             self.count += 1
-            self.sum += value
-            for i, bound in enumerate(self.buckets):
-                if value <= bound:
-                    self.counts[i] += 1
 
     def mean(self) -> float | None:
+        """The mean observation, None before the first."""
         return self.sum / self.count if self.count else None
 
-    def lines(self, name: str) -> list[str]:
+    def to_json(self) -> dict[str, Any]:
+        """Cumulative counts per upper bound (last bound `+Inf`), sum and count."""
         with self._lock:
-            out = [
-                f'{name}_bucket{{le="{_num(b)}"}} {c}'
-                for b, c in zip(self.buckets, self.counts, strict=True)
-            ]
-            out.append(f'{name}_bucket{{le="+Inf"}} {self.count}')
-            out.append(f"{name}_sum {_num(self.sum)}")
-            out.append(f"{name}_count {self.count}")
-        return out
+            cumulative, total = [], 0
+            for bound, n in zip((*self.buckets, float("inf")), self.counts, strict=True):
+                total += n
+                cumulative.append(["+Inf" if bound == float("inf") else bound, total])
+            return {"buckets": cumulative, "sum": self.sum, "count": self.count}
+
+    def lines(self, name: str) -> list[str]:
+        """The histogram as Prometheus lines named `name`."""
+        return histogram_lines(name, self.to_json())
 
 
-class Metrics:
-    """What the server itself measures: requests by route and status, generation and swap latency."""
+class EngineMetrics:
+    """Every number `Engine.stats()` reports, updated under one lock."""
+
+    COUNTERS = (
+        "requests",
+        "requests_failed",
+        "images",
+        "swaps",
+        "resident_hits",
+        "resident_misses",
+        "cpu_hits",
+        "cpu_misses",
+        "evictions_resident",
+        "evictions_cpu",
+        "fuses",
+    )
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counters = dict.fromkeys(self.COUNTERS, 0)
+        self.swap_seconds = Histogram(SWAP_BUCKETS)
+        self.generation_seconds = Histogram(GENERATION_BUCKETS)  # the engine's time per generation
+
+    def inc(self, name: str, n: int = 1) -> None:
+        """Add `n` to a counter."""
+        with self.lock:
+            self.counters[name] += n
+
+    def observe(self, hist: str, seconds: float) -> None:
+        """Record a latency in `swap_seconds` or `generation_seconds`."""
+        with self.lock:
+            getattr(self, hist).observe(seconds)
+
+    def to_json(self) -> dict[str, Any]:
+        """A snapshot of counters and histograms."""
+        with self.lock:
+            return {
+                **self.counters,
+                "swap_seconds": self.swap_seconds.to_json(),
+                "generation_seconds": self.generation_seconds.to_json(),
+            }
+
+
+class ServerMetrics:
+    """What the server itself measures: requests by route and status, time per generation request."""
 
     def __init__(self) -> None:
         self.requests: dict[tuple[str, str, str], int] = {}
         self.request_seconds = Histogram()
-        self.generation_seconds = Histogram()
+        # a generation request through the worker (waiting included), not the engine's time alone
+        self.generation_request_seconds = Histogram()
         self.generations = 0
         self.images = 0
         self.started = time.time()
@@ -83,10 +137,12 @@ class Metrics:
         with self._lock:
             self.generations += 1
             self.images += images
-        self.generation_seconds.observe(seconds)
+        self.generation_request_seconds.observe(seconds)
 
 
-def render(metrics: Metrics, queue_depth: int, queue_limit: int, engine: Mapping[str, Any]) -> str:
+def render(
+    metrics: ServerMetrics, queue_depth: int, queue_limit: int, engine: Mapping[str, Any]
+) -> str:
     """The whole /metrics page."""
     out: list[str] = []
     _family(
@@ -111,7 +167,7 @@ def render(metrics: Metrics, queue_depth: int, queue_limit: int, engine: Mapping
         "histogram",
         "Worker time per generation request.",
     )
-    out += metrics.generation_seconds.lines("lorahub_generation_duration_seconds")
+    out += metrics.generation_request_seconds.lines("lorahub_generation_duration_seconds")
     out += engine_lines(engine)
     _gauge(
         out,
@@ -240,33 +296,3 @@ def _num(value: float) -> str:
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
     return repr(float(value))
-
-
-class MetricsMiddleware:
-    """Count every HTTP request by method, route template and final status."""
-
-    def __init__(self, app: Callable, metrics: Metrics, route_of: Callable[[dict], str]):
-        self.app = app
-        self.metrics = metrics
-        self.route_of = route_of
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500
-        start = time.perf_counter()
-
-        async def tracking_send(message: dict) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracking_send)
-        finally:
-            seconds = time.perf_counter() - start
-            self.metrics.count_request(
-                scope.get("method", "?"), self.route_of(scope), status, seconds
-            )
