@@ -155,3 +155,10 @@ def test_formats_and_registry_import_no_heavy_library_and_nothing_above_them():
 def test_inference_imports_nothing_from_the_registry():
     bad = [(m, t) for m, t in _edges("lorahub.inference") if _under(t, ("lorahub.registry",))]
     assert bad == []
+
+
+def test_families_imports_no_heavy_library_and_only_the_errors_below_it():
+    assert "lorahub.families" in GRAPH
+    lorahub_edges = {t for t in GRAPH["lorahub.families"] if _under(t, ("lorahub",))}
+    heavy = {t for t in GRAPH["lorahub.families"] if _under(t, HEAVY)}
+    assert heavy == set() and lorahub_edges <= {"lorahub.errors"}

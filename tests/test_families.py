@@ -1,0 +1,125 @@
+"""The family table (`lorahub.families`): each family's facts, and every place that decides a
+family agrees with it."""
+
+from __future__ import annotations
+
+import pytest
+
+from lorahub import families
+from lorahub.errors import InvalidInputError
+
+REAL = ("sd1", "sd2", "sdxl", "flux")
+TINY = ("tiny-sd1", "tiny-sdxl")
+
+
+def test_the_table_holds_every_family_the_formats_report():
+    from lorahub.formats import BASE_FAMILIES
+
+    assert families.ids() == REAL + TINY
+    assert (*families.ids(), "unknown") == BASE_FAMILIES
+
+
+@pytest.mark.parametrize(
+    ("fid", "pipeline", "denoiser", "widths", "cross", "objective", "native"),
+    [
+        ("sd1", "StableDiffusionPipeline", "unet", (768,), 768, "epsilon", 512),
+        ("sd2", "StableDiffusionPipeline", "unet", (1024,), 1024, "v_prediction", 768),
+        ("sdxl", "StableDiffusionXLPipeline", "unet", (768, 1280), 2048, "epsilon", 1024),
+        ("flux", "FluxPipeline", "transformer", (768, 4096), None, "flow_matching", 1024),
+        ("tiny-sd1", "StableDiffusionPipeline", "unet", (32,), 32, "epsilon", 64),
+        ("tiny-sdxl", "StableDiffusionXLPipeline", "unet", (40, 56), 96, "epsilon", 64),
+    ],
+)
+def test_each_familys_facts(fid, pipeline, denoiser, widths, cross, objective, native):
+    f = families.get(fid)
+    assert f.id == fid and f.pipeline_class == pipeline and f.denoiser == denoiser
+    assert tuple(te.width for te in f.text_encoders) == widths
+    assert f.cross_width == cross and f.objective == objective and f.native_size == native
+    assert f.objective in families.OBJECTIVES
+    assert f.components == (denoiser, *("text_encoder", "text_encoder_2")[: len(widths)], "vae")
+    assert f.lora_targets == ("to_q", "to_k", "to_v", "to_out.0")
+
+
+def test_a_unet_crosses_attention_over_its_text_encoders_side_by_side():
+    for f in families.FAMILIES.values():
+        if f.denoiser == "unet":
+            assert f.cross_width == sum(te.width for te in f.text_encoders), f.id
+
+
+def test_kohya_and_modelspec_names():
+    names = {
+        fid: families.get(fid).names_for(families.get(fid).objective) for fid in families.ids()
+    }
+    assert names["sd1"] == families.KohyaNames("sd_v1", "stable-diffusion-v1")
+    assert names["sd2"] == families.KohyaNames("sd_v2_768_v", "stable-diffusion-v2-768-v")
+    assert families.get("sd2").names_for("epsilon") == families.KohyaNames(
+        "sd_v2_512", "stable-diffusion-v2-512"
+    )
+    assert names["sdxl"] == families.KohyaNames("sdxl_base_v1-0", "stable-diffusion-xl-v1-base")
+    assert names["tiny-sdxl"] == families.KohyaNames("tiny-sdxl", "tiny-sdxl")
+    assert names["flux"] is None
+    assert [families.kohya_version(f) for f in families.ids()] == [
+        "sd_v1",
+        "sd_v2",
+        "sdxl_base_v1-0",
+        None,
+        None,
+        None,
+    ]
+
+
+def test_tiny_variants_point_both_ways():
+    assert families.get("sd1").tiny == "tiny-sd1" and families.get("sdxl").tiny == "tiny-sdxl"
+    for tid in TINY:
+        tiny = families.get(tid)
+        assert tiny.is_tiny and families.get(str(tiny.tiny_of)).tiny == tid
+        assert tiny.pipeline_class == families.get(str(tiny.tiny_of)).pipeline_class
+    assert families.tiny_ids() == {
+        "tiny": "tiny-sd1",
+        "tiny-sd1": "tiny-sd1",
+        "tiny-sdxl": "tiny-sdxl",
+    }
+    assert families.of_base_id("tiny") == "tiny-sd1" and families.of_base_id("runwayml/x") is None
+
+
+def test_aliases_and_names_in_text():
+    assert families.get("sd15").id == "sd1" and families.get("sd1.5").id == "sd1"
+    assert families.get("sd21").id == "sd2" and families.canonical("weird") == "weird"
+    assert sorted(families.HINT_ORDER) == sorted(families.ids())
+    cases = {
+        "sdxl_base_v1-0": "sdxl",
+        "stable-diffusion-v1-5/stable-diffusion-v1-5": "sd1",
+        "stabilityai/stable-diffusion-2-1": "sd2",
+        "sd_v2_768_v": "sd2",
+        "FLUX.1-dev": "flux",
+        "lorahub/tiny-sdxl": "tiny-sdxl",
+        "tiny-sd1/lora": "tiny-sd1",
+        "juggernaut-xl-v2-1": "sdxl",
+        "my model": None,
+    }
+    assert {text: families.from_text(text) for text in cases} == cases
+
+
+def test_shape_lookups():
+    assert families.cross_widths() == {
+        768: "sd1",
+        1024: "sd2",
+        2048: "sdxl",
+        32: "tiny-sd1",
+        96: "tiny-sdxl",
+    }
+    assert families.cross_widths(tiny=False) == {768: "sd1", 1024: "sd2", 2048: "sdxl"}
+    assert families.sharing_first_encoder(768) == ("sd1", "sdxl", "flux")
+    assert families.sharing_first_encoder(1024) == ()
+    assert families.by_block_names(["transformer.single_transformer_blocks.0.attn.to_q"]) == "flux"
+    assert families.by_block_names(["unet.down_blocks.0.attn1.to_q"]) is None
+    assert families.by_denoiser("transformer") == "flux" and families.by_denoiser("unet") is None
+    assert families.unet_family(2048, 2) == "sdxl" and families.unet_family(96, 2) == "tiny-sdxl"
+    assert families.unet_family(320, 1) == "sd1" and families.unet_family(320, 2) == "sdxl"
+    assert families.native_size("sdxl", 7) == 1024 and families.native_size(None, 7) == 7
+
+
+def test_an_unknown_family_is_a_clear_error():
+    with pytest.raises(InvalidInputError, match=r"unknown base family 'sd3': use one of sd1, sd2"):
+        families.get("sd3")
+    assert families.find("sd3") is None and families.find(None) is None
