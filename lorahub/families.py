@@ -57,6 +57,7 @@ class Family:
     aliases: tuple[str, ...] = ()
     hints: tuple[str, ...] = ()  # lower-case substrings of a model name or metadata claiming it
     block_names: tuple[str, ...] = ()  # module-name tokens only this family's files hold
+    block_note: str = ""  # the probe's evidence line when those names (or its denoiser) decide
     lora_targets: tuple[str, ...] = UNET_TARGETS
     text_lora_targets: tuple[str, ...] = TEXT_TARGETS
     tiny: str | None = None  # the id of its embedded tiny variant
@@ -166,6 +167,7 @@ FAMILIES: dict[str, Family] = {
         reference_base="black-forest-labs/FLUX.1-dev",
         hints=("flux",),
         block_names=("double_blocks", "single_blocks", "single_transformer_blocks"),
+        block_note="Flux transformer block names (double/single blocks)",
     ),
 }
 FAMILIES["tiny-sd1"] = _tiny(

@@ -123,3 +123,36 @@ def test_an_unknown_family_is_a_clear_error():
     with pytest.raises(InvalidInputError, match=r"unknown base family 'sd3': use one of sd1, sd2"):
         families.get("sd3")
     assert families.find("sd3") is None and families.find(None) is None
+
+
+def _probe(widths: dict[str, int]) -> tuple[str | None, tuple[str, ...]]:
+    """(family, fits) `probe_shapes` decides for modules of these input widths."""
+    from lorahub.formats.layout import ModuleEntry
+    from lorahub.formats.probe import Dims, probe_shapes
+
+    modules = {n: ModuleEntry(n, {"down": f"{n}.down", "up": f"{n}.up"}) for n in widths}
+    dims = {n: Dims(320, w, 4, False) for n, w in widths.items()}
+    verdict = probe_shapes(modules, dims, "diffusers")
+    return verdict.family, verdict.fits
+
+
+UNET_K = "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k"
+
+
+@pytest.mark.parametrize("fid", families.ids())
+def test_the_probe_recognises_each_family_by_the_tables_widths(fid):
+    f = families.get(fid)
+    if f.cross_width is not None:
+        assert _probe({UNET_K: f.cross_width}) == (fid, ())
+    else:
+        assert _probe({f"transformer.{f.block_names[0]}.0.attn.to_q": 3072}) == (fid, ())
+    clip = {
+        f"{te.component}.text_model.encoder.layers.0.self_attn.q_proj": te.width
+        for te in f.text_encoders
+        if "CLIP" in te.label  # T5's modules have other names
+    }
+    family, fits = _probe(clip)
+    if len(clip) == 1 and fid in families.sharing_first_encoder(f.text_encoders[0].width):
+        assert (family, fits) == ("sd1", ("sd1", "sdxl", "flux"))  # the metadata decides
+    else:
+        assert (family, fits) == (fid, ())

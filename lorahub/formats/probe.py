@@ -7,21 +7,14 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from lorahub import families
 from lorahub.formats import untrusted
 from lorahub.formats.layout import ModuleEntry
 
-CROSS_WIDTHS = {768: "sd1", 1024: "sd2", 2048: "sdxl", 32: "tiny-sd1", 96: "tiny-sdxl"}
-TE1_WIDTHS = {
-    768: ("sd1", "CLIP ViT-L"),
-    1024: ("sd2", "OpenCLIP ViT-H"),
-    32: ("tiny-sd1", "tiny-sd1 CLIP"),
-    40: ("tiny-sdxl", "tiny-sdxl CLIP 1"),
-}
-# First-encoder widths several families share (CLIP ViT-L is SD1's encoder and the first one of
-# SDXL and Flux): a file with only that encoder's modules fits each, and its metadata decides.
-SHARED_TE1 = {768: ("sd1", "sdxl", "flux")}
-TE2_WIDTHS = {1280: ("sdxl", "OpenCLIP ViT-bigG"), 56: ("tiny-sdxl", "tiny-sdxl CLIP 2")}
-FLUX_NAMES = ("double_blocks", "single_blocks", "single_transformer_blocks")
+# The widths and names come from the family table (`lorahub.families`), read once here.
+CROSS_WIDTHS = families.cross_widths()
+TE1_WIDTHS = families.text_widths(0)
+TE2_WIDTHS = families.text_widths(1)
 
 
 @dataclass(frozen=True)
@@ -86,10 +79,9 @@ class ShapeVerdict:
 
 def probe_shapes(modules: dict[str, ModuleEntry], dims: dict[str, Dims], fmt: str) -> ShapeVerdict:
     """Family decided by the shapes alone, and the evidence lines."""
-    if any(tok in name for name in modules for tok in FLUX_NAMES) or any(
-        m.component == "transformer" for m in modules.values()
-    ):
-        return ShapeVerdict("flux", ["Flux transformer block names (double/single blocks)"])
+    dit = families.by_block_names(modules) or _by_denoiser(modules)
+    if dit:
+        return ShapeVerdict(dit, [families.get(dit).block_note])
     if fmt == "cloneofsimo":
         return ShapeVerdict(*_probe_positional(modules, dims))
     evidence: list[str] = []
@@ -105,12 +97,18 @@ def probe_shapes(modules: dict[str, ModuleEntry], dims: dict[str, Dims], fmt: st
     fits: tuple[str, ...] = ()
     w1 = _te_width("text_encoder", modules, dims)
     if unet_family is None and _te_width("text_encoder_2", modules, dims) is None:
-        fits = SHARED_TE1.get(w1 or 0, ())
+        fits = families.sharing_first_encoder(w1 or 0)
     if fits:
         evidence.append(
             f"a first text encoder of width {w1} alone fits {', '.join(fits)}: the shapes cannot tell which"
         )
     return ShapeVerdict(unet_family or te_family, evidence, fits)
+
+
+def _by_denoiser(modules: dict[str, ModuleEntry]) -> str | None:
+    """The family whose denoiser component only it has (a `transformer` module: a DiT)."""
+    found = {families.by_denoiser(m.component) for m in modules.values()} - {None}
+    return found.pop() if len(found) == 1 else None
 
 
 def _te_width(component: str, modules: dict[str, ModuleEntry], dims: dict[str, Dims]) -> int | None:
@@ -134,8 +132,8 @@ def _probe_text(
     w1 = _te_width("text_encoder", modules, dims)
     if w1 is not None:
         fam1, label = TE1_WIDTHS.get(w1, (None, "unknown encoder"))
-        if w2 is not None and fam1 == "sd1" and family == "sdxl":
-            fam1 = "sdxl"
+        if family and fam1 != family and families.get(family).text_encoders[0].width == w1:
+            fam1 = family  # the second encoder's family has this first encoder too
         evidence.append(f"text_encoder hidden width {w1} ({label}) -> {fam1 or 'unknown'}")
         family = family or fam1
     return family
@@ -147,7 +145,7 @@ def _probe_positional(
     unet_in = {d.inp for n, d in dims.items() if modules[n].component == "unet"}
     evidence = [f"positional keys: UNet input widths {sorted(unet_in)}"]
     family = None
-    for width in (2048, 1024, 768):
+    for width in sorted(families.cross_widths(tiny=False), reverse=True):
         if width in unet_in and {320, 640, 1280} & unet_in:
             family = CROSS_WIDTHS[width]
             evidence.append(f"context width {width} among UNet inputs -> {family}")
@@ -174,17 +172,17 @@ def probe_metadata(
     """(family, evidence line) claimed by the file's metadata or PEFT config, if any."""
     version = metadata.get("ss_base_model_version", "")
     if version:
-        fam = _family_from_text(version)
+        fam = families.from_text(version)
         if fam:
             return fam, f"metadata ss_base_model_version={version} -> {fam}"
     arch = metadata.get("modelspec.architecture", "")
     if arch:
-        fam = _family_from_text(arch)
+        fam = families.from_text(arch)
         if fam:
             return fam, f"metadata modelspec.architecture={arch} -> {fam}"
     if peft_config and peft_config.get("base_model_name_or_path"):
         name = str(peft_config["base_model_name_or_path"])
-        fam = _family_from_text(name)
+        fam = families.from_text(name)
         if fam:
             return fam, f"PEFT base_model_name_or_path {name} -> {fam}"
     if metadata.get("ss_v2") in ("True", "true"):
@@ -198,22 +196,8 @@ def _diffusers_meta_family(metadata: dict[str, str]) -> tuple[str | None, str | 
         return raw, f"metadata lorahub.base_family={raw}"
     meta = untrusted.loads(metadata.get("lora_adapter_metadata"))
     name = meta.get("unet.base_model_name_or_path") if isinstance(meta, dict) else None
-    fam = _family_from_text(str(name)) if name else None
+    fam = families.from_text(str(name)) if name else None
     return (fam, f"lora_adapter_metadata base model {name} -> {fam}") if fam else (None, None)
-
-
-def _family_from_text(text: str) -> str | None:
-    t = text.lower().replace("\\", "/")
-    rules = (
-        ("tiny-sdxl", "tiny-sdxl"), ("tiny-sd1", "tiny-sd1"), ("flux", "flux"),
-        ("xl", "sdxl"), ("sd_v2", "sd2"), ("stable-diffusion-v2", "sd2"), ("stable-diffusion-2", "sd2"),
-        ("v2-", "sd2"), ("sd_v1", "sd1"), ("stable-diffusion-v1", "sd1"), ("v1-5", "sd1"), ("v1-4", "sd1"),
-        ("sd15", "sd1"), ("sd-1", "sd1"), ("sd1", "sd1"),
-    )  # fmt: skip
-    for needle, fam in rules:
-        if needle in t:
-            return fam
-    return None
 
 
 def decide_family(

@@ -245,7 +245,7 @@ PARSERS = {
 
 def family_of_claim(base_model: str | None) -> str | None:
     """The family a sidecar's base-model text claims (`SD 1.5`, `SDXL 1.0`, `Flux.1 D`, `SD1`)."""
-    from lorahub.formats.probe import _family_from_text
+    from lorahub import families
 
     if not base_model:
         return None
@@ -254,4 +254,4 @@ def family_of_claim(base_model: str | None) -> str | None:
         return "sd1"
     if text in ("sd2", "sd2.1", "sd2.0", "sd2.1768"):
         return "sd2"
-    return _family_from_text(text.replace("sd1.5", "sd15").replace("sdxl", "xl"))
+    return families.from_text(text.replace("sd1.5", "sd15").replace("sdxl", "xl"))

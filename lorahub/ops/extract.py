@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from lorahub import families
 from lorahub.errors import IncompatibleError, InvalidInputError
-from lorahub.formats.probe import CROSS_WIDTHS
 from lorahub.ops import lowrank as LR
 from lorahub.ops.checkpoint import Checkpoint
 from lorahub.ops.merge import make_lora
@@ -124,7 +124,7 @@ def changed_others(base: Checkpoint, tuned: Checkpoint) -> list[str]:
 def checkpoint_family(ckpt: Checkpoint) -> str | None:
     """The family from the UNet's cross-attention width (the rule adapters are probed by)."""
     widths = [s[1] for n, s in ckpt.shapes.items() if n.endswith("attn2.to_k")]
-    return CROSS_WIDTHS.get(widths[0]) if widths else None
+    return families.by_cross_width(widths[0]) if widths else None
 
 
 def _extract_module(
