@@ -6,8 +6,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from lorahub import families
 from lorahub.errors import NotFoundError
-from lorahub.tiny import resolve_base, tiny_family
+from lorahub.tiny import resolve_base
 
 
 def pick_device(device: str | None = None) -> str:
@@ -86,7 +87,7 @@ def _needs_safety_checker_off(source: str) -> bool:
 
 def base_family_of(base: str) -> str | None:
     """The base family for a tiny id; None for others (decided from the model by callers)."""
-    return tiny_family(base)
+    return families.of_base_id(base)
 
 
 def model_name(base: str) -> str:

@@ -16,11 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from lorahub import families
 from lorahub.errors import InvalidInputError
 from lorahub.fileio import atomic_dir
 from lorahub.paths import lorahub_cache
 
-TINY_IDS = {"tiny": "tiny-sd1", "tiny-sd1": "tiny-sd1", "tiny-sdxl": "tiny-sdxl"}
+TINY_IDS = families.tiny_ids()  # {"tiny": "tiny-sd1", "tiny-sd1": ..., "tiny-sdxl": ...}
 BUILD_VERSION = 1  # bump when a config below changes: the cache folder name changes with it
 SEED = 20261129
 

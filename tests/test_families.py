@@ -3,6 +3,9 @@ family agrees with it."""
 
 from __future__ import annotations
 
+import json
+from types import SimpleNamespace
+
 import pytest
 
 from lorahub import families
@@ -156,3 +159,45 @@ def test_the_probe_recognises_each_family_by_the_tables_widths(fid):
         assert (family, fits) == ("sd1", ("sd1", "sdxl", "flux"))  # the metadata decides
     else:
         assert (family, fits) == (fid, ())
+
+
+def _pipe(cross: int) -> SimpleNamespace:
+    return SimpleNamespace(unet=SimpleNamespace(config=SimpleNamespace(cross_attention_dim=cross)))
+
+
+@pytest.mark.parametrize("fid", [f for f in families.ids() if families.get(f).cross_width])
+def test_the_engine_and_the_server_read_a_bases_family_from_the_table(fid, tmp_path):
+    from lorahub.inference.pipelines import base_family, pipeline_family
+
+    width = families.get(fid).cross_width
+    assert pipeline_family("some/model", _pipe(width)) == fid
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet" / "config.json").write_text(json.dumps({"cross_attention_dim": width}))
+    assert base_family(str(tmp_path)) == fid
+
+
+def test_tiny_ids_name_their_family_everywhere():
+    from lorahub.inference.pipelines import base_family, pipeline_family
+    from lorahub.models import base_family_of
+    from lorahub.tiny import TINY_IDS, tiny_family
+
+    assert TINY_IDS == families.tiny_ids()
+    for base, fid in families.tiny_ids().items():
+        assert tiny_family(base) == base_family_of(base) == base_family(base) == fid
+        assert pipeline_family(base, _pipe(1)) == fid
+    assert pipeline_family("x", _pipe(320)) == "unknown (cross-attention 320)"
+    assert base_family_of("stabilityai/stable-diffusion-2-1") is None
+
+
+def test_the_family_check_takes_aliases_and_passes_unknowns():
+    from lorahub.errors import IncompatibleError
+    from lorahub.inference.pipelines import check_families
+    from lorahub.types import AdapterSpec
+
+    def spec(name, fam):
+        return AdapterSpec(name=name, path=name, key=name, base_family=fam)
+
+    check_families([spec("a", "sd15"), spec("b", "unknown"), spec("c", None)], "sd1", "base")
+    check_families([spec("a", "sdxl")], None, "base")
+    with pytest.raises(IncompatibleError, match="adapter a is for sd2, but base b is sd1"):
+        check_families([spec("a", "sd21")], "sd1", "b")

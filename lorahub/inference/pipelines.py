@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from lorahub import families
 from lorahub.errors import IncompatibleError, InvalidInputError
 from lorahub.inference.lru import LRU
 from lorahub.types import AdapterSpec
@@ -36,7 +37,6 @@ A1111_SAMPLERS = {
     "UniPCMultistepScheduler": "UniPC",
     "DDPMScheduler": "DDPM",
 }
-FAMILY_BY_CROSS_DIM = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
 
 
 def scheduler_class(name: str) -> str:
@@ -57,32 +57,29 @@ def make_scheduler(config: Any, name: str) -> Any:
 
 
 def pipeline_family(base: str, pipe: Any) -> str:
-    """`tiny-sd1`/`tiny-sdxl` for tiny ids, else sd1/sd2/sdxl from the UNet's cross-attention width."""
-    from lorahub.tiny import tiny_family
-
-    family = tiny_family(base)
+    """The family of a tiny id, else the family table's for the UNet's cross-attention width."""
+    family = families.of_base_id(base)
     if family:
         return family
     dim = pipe.unet.config.cross_attention_dim
-    return FAMILY_BY_CROSS_DIM.get(dim, f"unknown (cross-attention {dim})")
+    return families.by_cross_width(dim) or f"unknown (cross-attention {dim})"
 
 
 def base_family(base: str) -> str | None:
     """The family of a base from its id or its UNet config file, without loading weights."""
-    from lorahub.tiny import resolve_base, tiny_family
+    from lorahub.tiny import resolve_base
 
-    family = tiny_family(base)
+    family = families.of_base_id(base)
     if family:
         return family
     config = Path(resolve_base(base)) / "unet" / "config.json"
     if not config.is_file():
         return None
     dim = json.loads(config.read_text()).get("cross_attention_dim")
-    return FAMILY_BY_CROSS_DIM.get(dim) if isinstance(dim, int) else None
+    return families.by_cross_width(dim) if isinstance(dim, int) else None
 
 
-FAMILY_ALIASES = {"sd15": "sd1", "sd1.5": "sd1", "sd21": "sd2"}
-UNKNOWN_FAMILIES = (None, "", "unknown")
+UNKNOWN_FAMILIES = families.UNKNOWN_FAMILIES
 
 
 def check_families(specs: Sequence[AdapterSpec], family: str | None, base: str) -> None:
@@ -91,7 +88,7 @@ def check_families(specs: Sequence[AdapterSpec], family: str | None, base: str) 
         return
     wrong = []
     for spec in specs:
-        fam = FAMILY_ALIASES.get(spec.base_family or "", spec.base_family)
+        fam = families.canonical(spec.base_family) if spec.base_family else spec.base_family
         if fam not in UNKNOWN_FAMILIES and fam != family:
             wrong.append(f"{spec.name} is for {fam}")
     if wrong:

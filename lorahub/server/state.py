@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import Request
 
+from lorahub import families
 from lorahub.metrics import ServerMetrics
 from lorahub.server.worker import EngineWorker
 
@@ -41,9 +42,7 @@ class ServerState:
     @property
     def base_family(self) -> str | None:
         """The base family adapters must be made for (None when unknown: no check)."""
-        from lorahub.tiny import tiny_family
-
-        family = tiny_family(self.base)
+        family = families.of_base_id(self.base)
         if family is None and self._family is None:
             from lorahub.inference.pipelines import base_family
 
