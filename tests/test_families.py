@@ -201,3 +201,36 @@ def test_the_family_check_takes_aliases_and_passes_unknowns():
     check_families([spec("a", "sdxl")], None, "base")
     with pytest.raises(IncompatibleError, match="adapter a is for sd2, but base b is sd1"):
         check_families([spec("a", "sd21")], "sd1", "b")
+
+
+@pytest.mark.parametrize(
+    ("fid", "objective", "names"),
+    [
+        ("sd1", "epsilon", ("stable-diffusion-v1/lora", "sd_v1")),
+        ("sd2", "v_prediction", ("stable-diffusion-v2-768-v/lora", "sd_v2_768_v")),
+        ("sd2", "epsilon", ("stable-diffusion-v2-512/lora", "sd_v2_512")),
+        ("sdxl", "epsilon", ("stable-diffusion-xl-v1-base/lora", "sdxl_base_v1-0")),
+        ("tiny-sd1", "epsilon", ("tiny-sd1/lora", "tiny-sd1")),
+        ("tiny-sdxl", "v_prediction", ("tiny-sdxl/lora", "tiny-sdxl")),
+    ],
+)
+def test_training_names_a_lora_from_the_table(fid, objective, names):
+    from lorahub.training.outputs import architecture
+
+    assert architecture(fid, objective) == names
+
+
+def test_training_reads_the_family_of_its_base_from_the_table():
+    from lorahub.errors import UnsupportedError
+    from lorahub.training.outputs import architecture, family
+
+    def models(cross, encoders):
+        return SimpleNamespace(unet=_pipe(cross).unet, text_encoders=[None] * encoders)
+
+    for f in families.FAMILIES.values():
+        if f.cross_width:
+            assert family(models(f.cross_width, len(f.text_encoders)), "a/folder") == f.id
+    assert family(models(1, 1), "tiny-sdxl") == "tiny-sdxl"
+    assert family(models(320, 1), "x") == "sd1" and family(models(320, 2), "x") == "sdxl"
+    with pytest.raises(UnsupportedError, match="no kohya/modelspec names for flux"):
+        architecture("flux", "flow_matching")

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lorahub import families
 from lorahub.errors import InvalidInputError
 
-UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
-TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
+UNET_TARGETS = families.UNET_TARGETS  # ("to_q", "to_k", "to_v", "to_out.0")
+TEXT_TARGETS = families.TEXT_TARGETS  # ("q_proj", "k_proj", "v_proj", "out_proj")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 LR_SCHEDULERS = (
     "constant",

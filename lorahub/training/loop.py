@@ -396,10 +396,8 @@ def finish(run: Run, state: RunState, before: list[Path], after: list[Path], pro
 
 def run_facts(run: Run, state: RunState, started: float) -> dict[str, Any]:
     """Facts about the run for metadata and lineage."""
-    from lorahub.tiny import tiny_family
-
     per_epoch = max(1, epoch_length(run.layout.buckets, run.train_idx, run.cfg.batch_size))
-    family = tiny_family(run.cfg.base) or O.family(run.m)
+    family = O.family(run.m, run.cfg.base)
     return {
         "name": run.name,
         "steps": state.step,

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lorahub import families
+from lorahub.errors import UnsupportedError
 from lorahub.fileio import atomic_path, atomic_write_bytes
 from lorahub.training.config import TrainConfig
 from lorahub.training.setup import Models
@@ -41,31 +43,26 @@ def save_weights(m: Models, accelerator: Any, dest: Path, metadata: dict[str, st
     return dest
 
 
-def architecture(m: Models, tiny: str | None = None) -> tuple[str, str]:
-    """(modelspec.architecture, ss_base_model_version) of the base (tiny bases by their family)."""
-    if tiny:
-        return f"{tiny}/lora", tiny
-    if m.is_sdxl:
-        return "stable-diffusion-xl-v1-base/lora", "sdxl_base_v1-0"
-    if m.scheduler.config.prediction_type == "v_prediction":
-        return "stable-diffusion-v2-768-v/lora", "sd_v2_768_v"
-    if m.unet.config.cross_attention_dim in (1024,):
-        return "stable-diffusion-v2-512/lora", "sd_v2_512"
-    return "stable-diffusion-v1/lora", "sd_v1"
+def architecture(family: str, objective: str | None) -> tuple[str, str]:
+    """(modelspec.architecture, ss_base_model_version) of a LoRA for a base of `family` trained
+    for `objective` (SD2 names its 768 v-prediction and 512 epsilon bases apart)."""
+    names = families.get(family).names_for(objective)
+    if names is None:
+        raise UnsupportedError(f"lorahub has no kohya/modelspec names for {family} yet")
+    return f"{names.architecture}/lora", names.ss_base_model_version
 
 
-def family(m: Models) -> str:
-    """sd1, sd2 or sdxl, from the base's architecture."""
-    version = architecture(m)[1]
-    return "sdxl" if version.startswith("sdxl") else "sd2" if version.startswith("sd_v2") else "sd1"
+def family(m: Models, base: str) -> str:
+    """The family of the trained base: a tiny id's, else the family table's for its UNet."""
+    width = m.unet.config.cross_attention_dim
+    return families.of_base_id(base) or families.unet_family(width, len(m.text_encoders))
 
 
 def training_metadata(cfg: TrainConfig, m: Models, facts: dict[str, Any]) -> dict[str, str]:
     """Safetensors metadata in the names community tools read (ss_*, modelspec.*), plus ours."""
     from lorahub import __version__
 
-    tiny = facts["base_family"] if str(facts["base_family"]).startswith("tiny") else None
-    arch, version = architecture(m, tiny)
+    arch, version = architecture(facts["base_family"], m.scheduler.config.prediction_type)
     w, h = facts["resolution"]
     te_lr = cfg.text_encoder_lr or cfg.learning_rate
     meta: dict[str, Any] = {
