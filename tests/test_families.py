@@ -234,3 +234,21 @@ def test_training_reads_the_family_of_its_base_from_the_table():
     assert family(models(320, 1), "x") == "sd1" and family(models(320, 2), "x") == "sdxl"
     with pytest.raises(UnsupportedError, match="no kohya/modelspec names for flux"):
         architecture("flux", "flow_matching")
+
+
+def test_the_server_the_cards_and_the_sidecars_read_the_table():
+    from lorahub.hub.card import FAMILY_BASES, TINY_BASES
+    from lorahub.library.sidecars_out import A1111_VERSIONS
+    from lorahub.server.work import request_work
+
+    gen = SimpleNamespace(n=1, steps=1, width=None, height=None)
+    for f in families.FAMILIES.values():
+        assert request_work(gen, f.id) == f.native_size**2 * max(1, f.native_size**2 / 1024**2)
+        assert FAMILY_BASES[f.id] == f.reference_base
+    assert request_work(gen, None) == 1024 * 1024
+    assert TINY_BASES == {
+        "tiny": "lorahub/tiny-sd1",
+        "tiny-sd1": "lorahub/tiny-sd1",
+        "tiny-sdxl": "lorahub/tiny-sdxl",
+    }
+    assert A1111_VERSIONS == {"sd1": "SD1", "sd2": "SD2", "sdxl": "SDXL"}

@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from lorahub import families
 from lorahub.formats.header import FileHashes
 
 FORMATS = ("diffusers", "diffusers-attnproc", "peft", "kohya", "lycoris", "cloneofsimo", "unknown")
 NETWORK_TYPES = ("lora", "locon", "loha", "lokr", "dora", "unknown")
-BASE_FAMILIES = ("sd1", "sd2", "sdxl", "flux", "tiny-sd1", "tiny-sdxl", "unknown")
+BASE_FAMILIES = (*families.ids(), families.UNKNOWN)
 
 
 @dataclass(frozen=True)

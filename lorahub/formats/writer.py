@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from lorahub import families
 from lorahub.errors import InvalidInputError, UnsupportedError
 from lorahub.fileio import atomic_dir, atomic_path, atomic_write_bytes
 from lorahub.formats.header import canonicalize_header
@@ -16,7 +17,6 @@ from lorahub.formats.names import canonical_to_kohya
 from lorahub.formats.tensors import ModuleWeights
 
 WRITE_FORMATS = ("diffusers", "kohya", "peft")
-SS_VERSIONS = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
 
 
 def write_adapter(
@@ -170,8 +170,9 @@ def _write_kohya(
     meta.setdefault("ss_network_module", "networks.lora")
     meta.setdefault("ss_network_dim", str(ranks.most_common(1)[0][0]))
     meta.setdefault("ss_network_alpha", str(alphas.most_common(1)[0][0]))
-    if family in SS_VERSIONS:
-        meta.setdefault("ss_base_model_version", SS_VERSIONS[family])
+    version = families.kohya_version(family)
+    if version:
+        meta.setdefault("ss_base_model_version", version)
     return _save(tensors, dest, meta)
 
 

@@ -12,21 +12,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lorahub import families
 from lorahub.registry.records import AdapterRecord, LineageEdge, MixRecord
 
-TINY_BASES = {
-    "tiny": "lorahub/tiny-sd1",
-    "tiny-sd1": "lorahub/tiny-sd1",
-    "tiny-sdxl": "lorahub/tiny-sdxl",
-}
-FAMILY_BASES = {
-    "tiny-sd1": "lorahub/tiny-sd1",
-    "tiny-sdxl": "lorahub/tiny-sdxl",
-    "sd1": "stable-diffusion-v1-5/stable-diffusion-v1-5",
-    "sd2": "stabilityai/stable-diffusion-2-1",
-    "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
-    "flux": "black-forest-labs/FLUX.1-dev",
-}
+FAMILY_BASES = {f.id: f.reference_base for f in families.FAMILIES.values()}
+TINY_BASES = {base: FAMILY_BASES[fid] for base, fid in families.tiny_ids().items()}
 PRIVATE_KEYS = {
     "path",
     "output",

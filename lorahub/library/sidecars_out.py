@@ -9,9 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lorahub import families
 from lorahub.fileio import atomic_path
 
-A1111_VERSIONS = {"sd1": "SD1", "sd2": "SD2", "sdxl": "SDXL"}  # A1111's `sd version` choices
+A1111_VERSIONS = {  # A1111's `sd version` choices
+    f.id: f.a1111_version for f in families.FAMILIES.values() if f.a1111_version
+}
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from lorahub.errors import IncompatibleError, InvalidInputError, UnsupportedError
+from lorahub.families import UNKNOWN_FAMILIES
 from lorahub.types import AdapterSpec
 
-UNKNOWN_FAMILIES = (None, "", "unknown")
 LYCORIS_KINDS = ("loha", "lokr")
 UNET_BLOCKS = {"down_blocks": "down", "mid_block": "mid", "up_blocks": "up"}
 

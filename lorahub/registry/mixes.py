@@ -7,12 +7,11 @@ from typing import Any
 import sqlite_utils
 
 from lorahub.errors import AlreadyExistsError, IncompatibleError, InvalidInputError, NotFoundError
+from lorahub.families import UNKNOWN_FAMILIES
 from lorahub.registry.db import dumps, loads, now, transaction
 from lorahub.registry.queries import find_ids, get_record, resolve_id
 from lorahub.registry.records import AdapterRecord, MixRecord
 from lorahub.types import AdapterSpec, MixMember, check_name
-
-UNKNOWN_FAMILIES = (None, "", "unknown")
 
 
 def resolve_records(db: sqlite_utils.Database, members: list[MixMember]) -> list[AdapterRecord]:

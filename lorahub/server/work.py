@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from lorahub import families
 from lorahub.errors import InvalidInputError
 
 MEGAPIXEL = 1024 * 1024
 GPU_MAX_WORK = 4 * 50 * MEGAPIXEL
 CPU_MAX_WORK = 50 * 512 * 512
-NATIVE_SIDE = {"sd1": 512, "sd2": 768, "sdxl": 1024, "tiny-sd1": 64, "tiny-sdxl": 64}
 
 
 def default_max_work(device: Any) -> int:
@@ -27,7 +27,7 @@ def default_max_work(device: Any) -> int:
 
 def request_work(gen: Any, family: str | None) -> int:
     """The work of a GenerationRequest (unset sides at the family's native size, else 1024)."""
-    side = NATIVE_SIDE.get(family or "", 1024)
+    side = families.native_size(family, 1024)
     pixels = (gen.width or side) * (gen.height or side)
     return int(gen.n * gen.steps * pixels * max(1.0, pixels / MEGAPIXEL))
 
