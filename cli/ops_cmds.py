@@ -157,9 +157,8 @@ def mix_from_image(
         if result.mix is not None:
             info(f"saved mix {result.mix.name} ({len(result.mix.members)} members)")
     if result.missing and not (allow_missing or dry_run):
-        names = ", ".join(m.name + (f" ({m.hash})" if m.hash else "") for m in result.missing)
         raise click.ClickException(
-            f"not registered: {names}; nothing saved (--allow-missing saves the rest)"
+            f"not registered: {result.missing_text()}; nothing saved (--allow-missing saves the rest)"
         )
 
 

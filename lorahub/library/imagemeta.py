@@ -81,7 +81,13 @@ def image_texts(path: str | os.PathLike[str]) -> dict[str, str]:
                 comment = _exif_comment(img)
                 if comment:
                     texts["parameters"] = comment
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+    ) as exc:
         raise BadFileError(f"{path.name} is not a readable image: {exc}") from None
     return {k: v[:MAX_IMAGE_TEXT] for k, v in texts.items()}
 

@@ -22,6 +22,10 @@ class FromImage:
     missing: list[RecipeMember] = field(default_factory=list)
     mix: Any = None  # MixRecord when saved
 
+    def missing_text(self) -> str:
+        """The members not found, as `name (hash), name`: what the CLI and the server report."""
+        return ", ".join(m.name + (f" ({m.hash})" if m.hash else "") for m in self.missing)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "image": self.image,

@@ -67,13 +67,31 @@ def add_images(
 
 def list_images(db: sqlite_utils.Database, adapter_id: int) -> list[ImageRecord]:
     """An adapter's images in order."""
-    return [
-        ImageRecord(r["id"], r["position"], r["file"], r["source"], r["tool"],
-                    loads(r["params"]), r["created_at"])
-        for r in db.query(
-            "SELECT * FROM adapter_images WHERE adapter_id = ? ORDER BY position", [adapter_id]
-        )
-    ]  # fmt: skip
+    sql = "SELECT * FROM adapter_images WHERE adapter_id = ? ORDER BY position"
+    return [_image_record(r) for r in db.query(sql, [adapter_id])]
+
+
+def _image_record(row: dict[str, Any]) -> ImageRecord:
+    plain = {k: row[k] for k in ("id", "position", "file", "source", "tool", "created_at")}
+    return ImageRecord(**plain, params=loads(row["params"]))
+
+
+def images_of(
+    db: sqlite_utils.Database, adapter_ids: Sequence[int], limit: int
+) -> dict[int, tuple[int, list[ImageRecord]]]:
+    """For a page of adapters: each one's image count and its first `limit` images (one query)."""
+    out: dict[int, tuple[int, list[ImageRecord]]] = {}
+    if not adapter_ids:
+        return out
+    marks = ", ".join("?" for _ in adapter_ids)
+    where = f"adapter_id IN ({marks})"
+    sql = f"SELECT * FROM adapter_images WHERE {where} ORDER BY adapter_id, position"
+    for r in db.query(sql, list(adapter_ids)):
+        count, first = out.get(r["adapter_id"], (0, []))
+        if len(first) < limit:
+            first.append(_image_record(r))
+        out[r["adapter_id"]] = (count + 1, first)
+    return out
 
 
 def remove_image(db: sqlite_utils.Database, adapter_id: int, which: str) -> ImageRecord:

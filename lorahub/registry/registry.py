@@ -300,6 +300,12 @@ class Registry:
         """An adapter's example images, in order."""
         return I.list_images(self.db, self.get_adapter(ref).id)
 
+    def images_of(
+        self, ids: Sequence[int], limit: int = 6
+    ) -> dict[int, tuple[int, list[ImageRecord]]]:
+        """Image count and first `limit` images of each adapter id (a gallery page, one query)."""
+        return I.images_of(self.db, ids, limit)
+
     def remove_image(self, ref: str, which: str) -> ImageRecord:
         """Remove one example image (by position or file name)."""
         return I.remove_image(self.db, self.get_adapter(ref).id, which)

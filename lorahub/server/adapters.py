@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse
 
 from lorahub.errors import NotFoundError
+from lorahub.server.images import image_json, page_images
 from lorahub.server.schemas import TagsBody
 from lorahub.server.state import registry_dep
 
@@ -37,7 +38,8 @@ def list_adapters(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
     """Adapters matching every filter, in `AdapterRecord.to_json()` shape; a page of them with
-    limit/offset (`total`: how many match in all, `all`: how many are registered)."""
+    limit/offset (`total`: how many match in all, `all`: how many are registered; `images`:
+    {ref: {count, items: [{position, url}]}} for those with example images, the first 6)."""
     filters = dict(tags=tag, base=base, format=format, min_rank=min_rank, max_rank=max_rank,
                    search=q, published=published)  # fmt: skip
     records = registry.list_adapters(**filters, sort=sort, limit=limit, offset=offset)
@@ -45,7 +47,7 @@ def list_adapters(
     total = registry.count_adapters(**filters) if paged else len(records)
     return {
         "adapters": [r.to_json() for r in records], "count": len(records), "total": total,
-        "offset": offset, "all": registry.count_adapters(),
+        "offset": offset, "all": registry.count_adapters(), "images": page_images(registry, records),
     }  # fmt: skip
 
 
@@ -55,9 +57,10 @@ def facets(registry: Reg) -> dict[str, Any]:
     return registry.facets()
 
 
-@router.get("/{ref}", summary="One adapter: record, lineage, publications, mixes using it")
+@router.get("/{ref}", summary="One adapter: record, lineage, publications, mixes, example images")
 def get_adapter(ref: str, registry: Reg) -> dict[str, Any]:
-    """Everything the registry knows about one adapter (NAME, NAME@VERSION or hash prefix)."""
+    """Everything the registry knows about one adapter (NAME, NAME@VERSION or hash prefix);
+    `images` as `GET /v1/adapters/{ref}/images` lists them."""
     record = registry.get_adapter(ref)
     return {
         "adapter": record.to_json(),
@@ -65,6 +68,7 @@ def get_adapter(ref: str, registry: Reg) -> dict[str, Any]:
         "publications": [p.to_json() for p in record.publications],
         "mixes": [m.name for m in registry.list_mixes() if record.ref in m.member_names],
         "preview_url": f"/v1/adapters/{record.ref}/preview" if record.preview else None,
+        "images": [image_json(record.ref, i) for i in registry.images(record.ref)],
     }
 
 

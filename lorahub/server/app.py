@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from starlette.routing import compile_path
 
 from lorahub import __version__
-from lorahub.server import adapters, generate, mixes, status
+from lorahub.server import adapters, generate, images, mixes, status
 from lorahub.server.auth import TokenMiddleware
 from lorahub.server.errors import install_error_handlers
 from lorahub.server.hosts import HostMiddleware
@@ -20,18 +20,20 @@ from lorahub.server.http_metrics import MetricsMiddleware
 from lorahub.server.limits import BodyLimitMiddleware
 from lorahub.server.schemas import ERROR_RESPONSES, MAX_BODY_BYTES
 from lorahub.server.state import ServerState
+from lorahub.server.uploads import MAX_IMAGE_BYTES
 from lorahub.server.work import default_max_work
 from lorahub.server.worker import EngineWorker
 
-ROUTERS = (generate.router, adapters.router, mixes.router, status.router)
+ROUTERS = (generate.router, adapters.router, images.router, mixes.router, status.router)
 STATIC_DIR = Path(__file__).parent / "static"
+FROM_IMAGE = "/v1/mixes/from-image"  # the one route whose body is an image, not JSON
 DESCRIPTION = (
     "Generate with registered LoRA adapters and mixes, browse and tag the registry. "
     'Every error is `{"error": {"code", "message"}}`. With `--token`, send '
     "`Authorization: Bearer TOKEN` on every route but `/healthz`. A `Host` the server is not "
     "served as gets 421 (`lorahub serve --allowed-host`); a request over the work bound "
     "(images x steps x pixels, `--max-work`) gets 422 `too_much_work`; weights must be finite, "
-    "within ±100."
+    "within ±100. `POST /v1/mixes/from-image` takes an image (not JSON) as its body, up to 20 MB."
 )
 
 
@@ -50,6 +52,7 @@ def create_app(
     slot_rank: int | None = None,
     static_dir: str | Path | None = STATIC_DIR,
     max_body_bytes: int = MAX_BODY_BYTES,
+    max_image_bytes: int = MAX_IMAGE_BYTES,
     bind_host: str | None = None,
     allowed_hosts: Iterable[str] = (),
     max_work: int | None = None,
@@ -57,7 +60,8 @@ def create_app(
     """Build the ASGI app; without `engine`, an Engine for `base` is built (pipeline loaded lazily, or at start with `warm`).
 
     Only loopback names, `bind_host` and `allowed_hosts` are accepted in `Host` (421 otherwise);
-    `max_work` bounds images x steps x pixels of one request (default: by the engine's device)."""
+    `max_work` bounds images x steps x pixels of one request (default: by the engine's device);
+    bodies are at most `max_body_bytes`, an uploaded image `max_image_bytes`."""
     owned = engine is None
     if engine is None:
         engine = build_engine(
@@ -87,7 +91,8 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router, responses=ERROR_RESPONSES)
     _mount_static(app, st)
-    _add_middleware(app, st, max_body_bytes, host_set(bind_host, allowed_hosts))
+    limits = (max_body_bytes, {FROM_IMAGE: max_image_bytes})
+    _add_middleware(app, st, limits, host_set(bind_host, allowed_hosts))
     return app
 
 
@@ -132,10 +137,10 @@ def _mount_static(app: FastAPI, st: ServerState) -> None:
 
 
 def _add_middleware(
-    app: FastAPI, st: ServerState, max_body_bytes: int, hosts: frozenset[str]
+    app: FastAPI, st: ServerState, limits: tuple[int, dict[str, int]], hosts: frozenset[str]
 ) -> None:
     """Outermost first at run time: metrics, the Host guard, the token guard, the body limit."""
-    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=limits[0], path_limits=limits[1])
     if st.token:
         app.add_middleware(TokenMiddleware, token=st.token, static_served=lambda: st.static_served)
     app.add_middleware(HostMiddleware, allowed=hosts)

@@ -8,19 +8,22 @@ from lorahub.server.errors import error_body
 
 
 class BodyLimitMiddleware:
-    """Answer 413 (in the API's error shape) to bodies over `max_bytes`."""
+    """Answer 413 (in the API's error shape) to bodies over `max_bytes` (or over the limit
+    `path_limits` gives a path: an uploaded image may be larger than a JSON body)."""
 
-    def __init__(self, app: Callable, max_bytes: int):
+    def __init__(self, app: Callable, max_bytes: int, path_limits: dict[str, int] | None = None):
         self.app = app
         self.max_bytes = max_bytes
+        self.path_limits = dict(path_limits or {})
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.path_limits.get(scope.get("path", ""), self.max_bytes)
         declared = _content_length(scope.get("headers", []))
-        if declared is not None and declared > self.max_bytes:
-            await self._reject(send)
+        if declared is not None and declared > limit:
+            await self._reject(send, limit)
             return
         seen = 0
         started = rejected = False
@@ -30,10 +33,10 @@ class BodyLimitMiddleware:
             nonlocal seen, rejected
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes and not rejected:
+            if seen > limit and not rejected:
                 rejected = True
                 if not started:
-                    await self._reject(send)
+                    await self._reject(send, limit)
                 return {"type": "http.disconnect"}
             return message
 
@@ -50,8 +53,8 @@ class BodyLimitMiddleware:
             if not rejected:
                 raise
 
-    async def _reject(self, send: Callable) -> None:
-        body = error_body(413, "too_large", f"request body over {self.max_bytes} bytes")
+    async def _reject(self, send: Callable, limit: int) -> None:
+        body = error_body(413, "too_large", f"request body over {limit} bytes")
         await send(
             {
                 "type": "http.response.start",

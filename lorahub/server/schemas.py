@@ -157,8 +157,9 @@ ERROR_RESPONSES: dict[int | str, dict] = {
         (401, "missing or wrong bearer token"),
         (404, "unknown adapter(s), mix or route"),
         (409, "name already taken"),
-        (413, "body over 1 MB"),
+        (413, "body over 1 MB (an uploaded image: over 20 MB)"),
         (421, "Host header not served here (DNS rebinding guard; `--allowed-host`)"),
+        (415, "a body of the wrong type (JSON expected; an image for `from-image`)"),
         (
             422,
             "malformed body or parameters, adapters for another base family, or over the work bound",

@@ -24,17 +24,19 @@ function setToken(token) {
   else window.sessionStorage.removeItem(TOKEN_KEY);
 }
 
-/** Call the API; on 401 ask for the token and retry. Returns parsed JSON (or a Blob with `blob`). */
-export async function api(path, { method = "GET", body, blob = false } = {}) {
+/** Call the API; on 401 ask for the token and retry. Returns parsed JSON (or a Blob with `blob`).
+ * `body` is sent as JSON; `file` (a File or Blob) is sent as it is, with its own type. */
+export async function api(path, { method = "GET", body, blob = false, file } = {}) {
   for (;;) {
     const headers = { Accept: blob ? "*/*" : "application/json" };
     const token = getToken();
     if (token) headers.Authorization = `Bearer ${token}`;
     if (body !== undefined) headers["Content-Type"] = "application/json";
+    if (file !== undefined) headers["Content-Type"] = file.type || "application/octet-stream";
     const response = await fetch(path, {
       method,
       headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
+      body: file !== undefined ? file : body === undefined ? undefined : JSON.stringify(body),
     });
     if (response.status === 401) {
       await askForToken(Boolean(token));
@@ -91,9 +93,14 @@ export function seg(ref) {
 }
 
 /** An object URL for an adapter's preview image, or null when it has none. */
-export async function previewUrl(ref) {
+export function previewUrl(ref) {
+  return imageUrl(`/v1/adapters/${seg(ref)}/preview`);
+}
+
+/** An object URL for an image the API serves (fetched with the token), or null on 404. */
+export async function imageUrl(path) {
   try {
-    const data = await api(`/v1/adapters/${seg(ref)}/preview`, { blob: true });
+    const data = await api(path, { blob: true });
     return URL.createObjectURL(data);
   } catch (err) {
     if (err instanceof ApiError && err.status === 404) return null;

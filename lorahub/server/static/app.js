@@ -5,6 +5,7 @@ import { ApiError } from "./api.js";
 import { byId } from "./dom.js";
 import { renderAdapter } from "./detail.js";
 import { initGallery, renderGallery } from "./gallery.js";
+import { initFromImage } from "./fromimage.js";
 import { initMix, renderMix } from "./mix.js";
 import { renderStatus } from "./status.js";
 
@@ -81,6 +82,7 @@ async function route() {
 function start() {
   initGallery(showError);
   initMix(showError);
+  initFromImage(showError);
   byId("status-refresh").addEventListener("click", () => renderStatus(showError));
   byId("skip-link").addEventListener("click", (event) => {
     event.preventDefault(); // the hash holds the route: move focus instead of navigating

@@ -1,8 +1,10 @@
-// One adapter: everything `inspect` knows, lineage, publications, tags (add/remove), preview.
+// One adapter: everything `inspect` knows, example images, lineage, publications, tags
+// (add/remove), preview.
 
 import { api, previewUrl, seg } from "./api.js";
 import { byId, bytes, chips, defs, fill, h, num, safeHref, text } from "./dom.js";
 import { placeholder } from "./gallery.js";
+import { exampleGallery } from "./images.js";
 
 const LONG = 400;
 
@@ -37,6 +39,7 @@ function draw(root, data, showError, notify) {
         h("h2", {}, "Tags"),
         tagEditor(a, refresh, showError, notify),
         h("p", {}, h("a", { class: "button", href: `#/mix?add=${encodeURIComponent(a.ref)}` }, "Add to a mix")))),
+    section("Example images", exampleGallery(a.ref, data.images)),
     h("div", { class: "detail-columns" },
       h("div", {},
         section("File", defs(fileFacts(a))),

@@ -3,6 +3,7 @@
 
 import { api, previewUrl } from "./api.js";
 import { byId, chips, fill, h } from "./dom.js";
+import { strip } from "./images.js";
 
 const filters = { q: "", tag: "", base: "" };
 const PAGE = 60; // cards per page: a library of 100,000 adapters never loads whole
@@ -62,7 +63,7 @@ export async function renderGallery(showError, more = false) {
     if (run !== loaded) return;
     if (facets) updateChoices(facets);
     shownCount = offset + page.adapters.length;
-    const cards = page.adapters.map(card);
+    const cards = page.adapters.map((a) => card(a, (page.images || {})[a.ref]));
     if (more) list.append(...cards);
     else fill(list, cards.length ? cards : h("li", { class: "empty" }, "No adapters match."));
     byId("gallery-count").textContent =
@@ -92,13 +93,15 @@ function setOptions(select, anyLabel, values, current) {
   select.value = current;
 }
 
-/** One adapter card: the whole card is reachable through the link on its name. */
-export function card(a) {
+/** One adapter card (with a strip of its example images when it has several): the whole card
+ * is reachable through the link on its name. */
+export function card(a, images) {
   const href = `#/adapter/${encodeURIComponent(a.ref)}`;
   return h(
     "li",
     { class: "card", dataset: { ref: a.ref } },
     h("div", { class: "thumb" }, placeholder(a)),
+    strip(a.ref, images),
     h(
       "div",
       { class: "card-body" },

@@ -203,6 +203,18 @@ async function saveMix(showError) {
   }
 }
 
+/** Show a mix saved elsewhere (made from an image): load it with its prompt and settings, list it. */
+export async function showSavedMix(mix, showError) {
+  loadMix(mix, mix.name, showError);
+  const d = mix.defaults || {};
+  if (d.prompt) byId("mix-prompt").value = d.prompt;
+  if (d.negative_prompt) byId("mix-negative").value = d.negative_prompt;
+  if (Number.isInteger(d.seed)) byId("mix-seed").value = String(d.seed);
+  if (Number.isInteger(d.steps)) byId("mix-steps").value = String(Math.min(d.steps, 150));
+  const mixes = await api("/v1/mixes");
+  drawSaved(mixes.mixes, showError);
+}
+
 function loadMix(mix, name, showError) {
   if (!mix) {
     showError(new Error(`no mix named ${name}`));
