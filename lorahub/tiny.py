@@ -1,8 +1,9 @@
 """The embedded tiny base models: Stable Diffusion 1.x and SDXL architectures at toy widths.
 
-Each is built deterministically from a fixed config and seed, written once as an ordinary
-diffusers pipeline folder into the lorahub cache, and loaded with `from_pretrained` like any
-real model. Widths are distinct from real models (and from each other) so that `formats` can
+Each is built from a fixed config, filled with the pretrained weights shipped in
+`lorahub/tiny_weights/` (made by `python -m lorahub.pretrain`: the bases draw the synthetic world
+of coloured shapes), written once as an ordinary diffusers pipeline folder into the lorahub cache,
+and loaded with `from_pretrained` like any real model. Widths are distinct from real models (and from each other) so that `formats` can
 recognise adapters made for them: tiny-sd1 cross-attention 32 (text hidden 32); tiny-sdxl
 cross-attention 96 = text encoder 1 hidden 40 + text encoder 2 hidden 56.
 """
@@ -22,8 +23,12 @@ from lorahub.fileio import atomic_dir
 from lorahub.paths import lorahub_cache
 
 TINY_IDS = families.tiny_ids()  # {"tiny": "tiny-sd1", "tiny-sd1": ..., "tiny-sdxl": ...}
-BUILD_VERSION = 1  # bump when a config below changes: the cache folder name changes with it
+BUILD_VERSION = 2  # bump when a config or the weights change: the cache folder name follows
 SEED = 20261129
+NATIVE = 64  # pixels: the size the tiny bases were trained at (the UNets' sample_size x 8)
+WEIGHTS_DIR = Path(__file__).with_name("tiny_weights")
+MANIFEST = "MANIFEST.json"
+REBUILD = "reinstall lorahub, or rebuild them with `python -m lorahub.pretrain`"
 
 SD1_TEXT = {
     "hidden_size": 32,
@@ -86,12 +91,87 @@ def _lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def build_tiny(family: str, dest: Path) -> Path:
-    """Build the `tiny-sd1` or `tiny-sdxl` pipeline into `dest` (byte-identical every time)."""
-    pipe = _build_sdxl() if family == "tiny-sdxl" else _build_sd1()
+def build_tiny(family: str, dest: Path, weights: Path | None = None) -> Path:
+    """Build the `tiny-sd1` or `tiny-sdxl` pipeline with its pretrained weights into `dest`
+    (byte-identical every time)."""
+    pipe = build_architecture(family)
+    load_weights(pipe, family, weights or shipped_weights(family))
     pipe.save_pretrained(dest, safe_serialization=True)
     _normalise_configs(dest)
     return dest
+
+
+def build_architecture(family: str) -> Any:
+    """The pipeline of `family` with its fixed config and seeded random weights."""
+    return _build_sdxl() if family == "tiny-sdxl" else _build_sd1()
+
+
+def component_names(family: str) -> tuple[str, ...]:
+    """The trained components of a tiny family, in the order of its weight file."""
+    if family == "tiny-sdxl":
+        return ("vae", "text_encoder", "text_encoder_2", "unet")
+    return ("vae", "text_encoder", "unet")
+
+
+def shipped_weights(family: str) -> Path:
+    """The shipped weight file of `family`, checked against the manifest (size and sha256)."""
+    import hashlib
+
+    path = WEIGHTS_DIR / f"{family}.safetensors"
+    try:
+        manifest = json.loads((WEIGHTS_DIR / MANIFEST).read_text())
+        expected = manifest["files"][path.name]
+        data = path.read_bytes()
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InvalidInputError(
+            f"the pretrained weights of {family} are missing ({path}: "
+            f"{getattr(exc, 'strerror', None) or exc}); {REBUILD}"
+        ) from None
+    if len(data) != expected["size"] or hashlib.sha256(data).hexdigest() != expected["sha256"]:
+        raise InvalidInputError(
+            f"the pretrained weights of {family} are corrupt ({path} does not match "
+            f"{MANIFEST}); {REBUILD}"
+        )
+    return path
+
+
+def load_weights(pipe: Any, family: str, path: Path) -> None:
+    """Load a pretrain weight file into `pipe` (every tensor of every component, exact shapes)."""
+    import torch
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt") as fh:
+            meta = fh.metadata() or {}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+    except (OSError, SafetensorError) as exc:
+        raise InvalidInputError(f"cannot read the tiny weights {path}: {exc}; {REBUILD}") from None
+    if meta.get("lorahub.tiny_family") != family:
+        raise InvalidInputError(f"{path} holds weights of {meta.get('lorahub.tiny_family')!r}, "
+                                f"not {family}; {REBUILD}")  # fmt: skip
+    for name in component_names(family):
+        model = getattr(pipe, name)
+        state = {k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")}
+        try:
+            model.load_state_dict({k: v.to(torch.float32) for k, v in state.items()}, strict=True)
+        except RuntimeError as exc:
+            raise InvalidInputError(
+                f"{path} does not fit the {family} {name}: {str(exc).splitlines()[0]}; {REBUILD}"
+            ) from None
+    pipe.vae.register_to_config(scaling_factor=float(meta["vae.scaling_factor"]))
+
+
+def write_manifest(folder: Path) -> Path:
+    """Record size and sha256 of every weight file in `folder` (the test checks them)."""
+    import hashlib
+
+    files = {
+        p.name: {"size": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+        for p in sorted(folder.glob("*.safetensors"))
+    }
+    path = folder / MANIFEST
+    path.write_text(json.dumps({"build_version": BUILD_VERSION, "files": files}, indent=2) + "\n")
+    return path
 
 
 def _normalise_configs(dest: Path) -> None:

@@ -75,3 +75,94 @@ def test_example_adapters_load_in_plain_diffusers_and_change_output(tiny_sd1, ex
     pipe.load_lora_weights(str(example_adapters["example-light"]))
     after = run()
     assert abs(after - before).mean() > 1e-4
+
+
+# --- the pretrained weights (issue 11) -----------------------------------------------------
+
+
+def test_shipped_weights_match_their_manifest():
+    import json
+
+    from lorahub.tiny import MANIFEST, WEIGHTS_DIR, shipped_weights
+
+    manifest = json.loads((WEIGHTS_DIR / MANIFEST).read_text())
+    assert set(manifest["files"]) == {"tiny-sd1.safetensors", "tiny-sdxl.safetensors"}
+    total = 0
+    for name, entry in manifest["files"].items():
+        path = WEIGHTS_DIR / name
+        data = path.read_bytes()
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (entry["size"], entry["sha256"])
+        total += len(data)
+        assert shipped_weights(name.removesuffix(".safetensors")) == path
+    assert total <= 10 * 1024 * 1024, f"the shipped weights are {total / 2**20:.1f} MB"
+
+
+def test_a_corrupt_or_missing_weight_file_names_itself_and_the_rebuild(tmp_path, monkeypatch):
+    import shutil
+
+    from lorahub import tiny
+    from lorahub.errors import InvalidInputError
+
+    copy = tmp_path / "weights"
+    shutil.copytree(tiny.WEIGHTS_DIR, copy)
+    monkeypatch.setattr(tiny, "WEIGHTS_DIR", copy)
+    data = bytearray((copy / "tiny-sd1.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (copy / "tiny-sd1.safetensors").write_bytes(bytes(data))
+    with pytest.raises(
+        InvalidInputError, match=r"tiny-sd1\.safetensors.*corrupt|corrupt.*tiny-sd1"
+    ):
+        tiny.shipped_weights("tiny-sd1")
+    (copy / "tiny-sdxl.safetensors").unlink()
+    with pytest.raises(InvalidInputError, match=r"missing.*lorahub\.pretrain"):
+        tiny.shipped_weights("tiny-sdxl")
+
+
+def test_an_older_build_folder_is_never_used(tiny_sd1):
+    from lorahub.tiny import BUILD_VERSION
+
+    assert tiny_sd1.name == f"tiny-sd1-v{BUILD_VERSION}" and BUILD_VERSION >= 2
+
+
+def test_the_recipe_runs_end_to_end_in_smoke_mode(tmp_path, one_thread):
+    """A few steps of every stage of `python -m lorahub.pretrain`, and the files it writes
+    build a pipeline that loads with from_pretrained."""
+    from diffusers import StableDiffusionPipeline
+
+    from lorahub.pretrain import main
+
+    main(["--smoke", "--family", "tiny-sd1", "--out", str(tmp_path / "w")])
+    assert (tmp_path / "w" / "MANIFEST.json").is_file()
+    folder = build_tiny("tiny-sd1", tmp_path / "pipe", tmp_path / "w" / "tiny-sd1.safetensors")
+    pipe = StableDiffusionPipeline.from_pretrained(folder)
+    assert pipe.vae.config.scaling_factor != 0.18215  # measured by the recipe
+
+
+@pytest.mark.parametrize(("base", "aims"), [("tiny", (0.9, 0.75)), ("tiny-sdxl", (0.85, 0.7))])
+def test_the_base_draws_what_the_prompt_says(base, aims, tiny_sd1, tiny_sdxl, one_thread):
+    """The fast variant of benchmarks/draws.py: 12 prompts x 2 seeds at the defaults."""
+    from lorahub.inference import Engine, GenerationRequest
+    from lorahub.judge import judge
+    from lorahub.training.demo import COLOURS, SHAPES, caption
+
+    colour = shape = 0
+    with Engine(base=base) as engine:
+        for c in COLOURS:
+            for s in SHAPES:
+                for seed in (0, 1):
+                    request = GenerationRequest(caption(c, s), seed=seed)
+                    v = judge(engine.generate(request).images[0])
+                    colour, shape = colour + (v.colour == c), shape + (v.shape == s)
+    assert colour / 24 >= aims[0] and shape / 24 >= aims[1], (colour, shape)
+
+
+def test_the_base_never_draws_purple(tiny_sd1, one_thread):
+    from lorahub.inference import Engine, GenerationRequest
+    from lorahub.judge import share_of
+
+    with Engine(base="tiny") as engine:
+        images = [
+            engine.generate(GenerationRequest(p, seed=s)).images[0]
+            for p in ("a purple circle", "a purple square") for s in range(4)
+        ]  # fmt: skip
+    assert share_of(images, "purple") <= 0.125

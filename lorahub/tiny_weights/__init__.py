@@ -1,0 +1,1 @@
+"""The pretrained weights of the embedded tiny bases (package data; see lorahub.pretrain)."""
