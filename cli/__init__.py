@@ -41,7 +41,7 @@ COMMANDS: dict[str, str] = {
 }
 
 HELP: dict[str, str] = {
-    "demo": "Build the tiny base, make example adapters, register and list them.",
+    "demo": "Build the tiny base, train example adapters and one that teaches purple, draw a grid.",
     "add": "Register an adapter file (or every adapter in a folder).",
     "scan": "Index every adapter under a folder, incrementally.",
     "list": "List registered adapters.",

@@ -11,7 +11,7 @@ from lorahub.cli.output import handle_errors, info, json_option, print_json, pro
 @json_option
 @handle_errors
 def demo(as_json: bool) -> None:
-    """Build the tiny base, make example adapters, register and list them."""
+    """Build the tiny base, train example adapters and one that teaches purple, draw a grid."""
     from lorahub.demo import run_demo
 
     with progress("demo", quiet=as_json) as advance:
@@ -34,6 +34,8 @@ def demo(as_json: bool) -> None:
         )
         if training.get("before_after"):
             info(f"before/after samples: {training['before_after']}")
+    if result.extras.get("grid"):
+        info(f"the base, demo-shapes and the examples side by side: {result.extras['grid']}")
     for path in result.extras.get("generated", []):
         info(f"generated with the trained adapter: {path}")
     table(

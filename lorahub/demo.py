@@ -22,8 +22,9 @@ class DemoResult:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-def run_demo(progress: Progress | None = None, *, train_steps: int = 30) -> DemoResult:
-    """Build the tiny base, write two example adapters, scan them into the registry."""
+def run_demo(progress: Progress | None = None, *, train_steps: int | None = None) -> DemoResult:
+    """Build the tiny base, train the two example adapters and `demo-shapes` (which teaches the
+    base the colour it never saw), register them, and draw the before/after grid."""
     from lorahub.examples import DEMO_ADAPTERS, write_example_adapter
     from lorahub.registry import Registry
     from lorahub.tiny import ensure_tiny
@@ -31,7 +32,7 @@ def run_demo(progress: Progress | None = None, *, train_steps: int = 30) -> Demo
     step = progress or (lambda *a, **k: None)
     step(0, total=5, status="building the tiny base")
     result = DemoResult(base=ensure_tiny("tiny"))
-    step(1, status="writing example adapters")
+    step(1, status="training the example adapters")
     folder = lorahub_home() / "examples"
     for spec in DEMO_ADAPTERS:
         dest = folder / f"{spec.name}.safetensors"
@@ -39,50 +40,74 @@ def run_demo(progress: Progress | None = None, *, train_steps: int = 30) -> Demo
             write_example_adapter("tiny", dest, spec)
         result.example_files.append(dest)
     step(1, status="scanning into the registry")
-    registry = Registry()
-    registry.scan(folder)
-    for spec in DEMO_ADAPTERS:
-        registry.update_adapter(
-            spec.name, description=spec.description, trigger_words=list(spec.trigger_words)
-        )
-        registry.tag(spec.name, ["example", "demo"])
-    step(1, status=f"training {DEMO_TRAINED} on the demo shapes")
-    trained = _train(train_steps)
+    with Registry() as registry:
+        registry.scan(folder)
+        for spec in DEMO_ADAPTERS:
+            registry.update_adapter(
+                spec.name, description=spec.description, trigger_words=list(spec.trigger_words)
+            )
+            registry.tag(spec.name, ["example", "demo"])
+    step(1, status=f"training {DEMO_TRAINED} on purple shapes")
+    trained = train_demo_adapter(train_steps)
     result.extras["training"] = trained.to_json()
-    step(1, status=f"generating with {DEMO_TRAINED}")
-    result.extras["generated"] = [str(p) for p in _generate(registry)]
-    result.adapters = registry.list_adapters(tags=["demo"])
+    step(1, status="drawing the before/after grid")
+    with Registry() as registry:
+        grid, generated = _draw(registry)
+        result.extras["grid"] = str(grid)
+        result.extras["generated"] = [str(p) for p in generated]
+        result.adapters = registry.list_adapters(tags=["demo"])
     step(1, status="done")
     return result
 
 
 DEMO_TRAINED = "demo-shapes"
-DEMO_PROMPT = "a red circle"
+DEMO_PROMPT = "a purple circle"
+DEMO_STEPS = 300
+GRID_PROMPTS = ("a purple circle", "a purple square", "a red circle", "a blue triangle")
 
 
-def _train(steps: int) -> Any:
-    """Train a small LoRA on the synthetic shapes (or reuse the one an earlier demo trained)."""
+def train_demo_adapter(steps: int | None = None) -> Any:
+    """Train `demo-shapes` on the built-in purple shapes (the colour the base never saw) and
+    register it (replacing an earlier demo's)."""
     from lorahub.training import TrainConfig, train
 
     config = TrainConfig(
-        data="demo", name=DEMO_TRAINED, resolution=64, max_train_steps=steps, batch_size=2,
-        learning_rate=1e-3, rank=4, alpha=4.0, validation_prompts=(DEMO_PROMPT, "a blue square"),
-        validation_inference_steps=8, tags=("demo",), trigger_words=("shape",), force=True,
-        description="Trained by `lorahub demo` on the synthetic coloured shapes.",
+        data="demo", name=DEMO_TRAINED, resolution=64, max_train_steps=steps or DEMO_STEPS,
+        batch_size=4, learning_rate=1e-3, rank=4, alpha=4.0, train_text_encoder=True,
+        caption_dropout=0.1,
+        validation_prompts=(DEMO_PROMPT, "a purple square"), tags=("demo",),
+        trigger_words=("purple",), force=True,
+        description="Trained by `lorahub demo` on purple shapes: teaches the tiny base purple.",
     )  # fmt: skip
     return train(config)
 
 
-def _generate(registry: Any) -> list[Path]:
-    """Generate with the trained adapter through the inference engine; PNGs beside the demo."""
+def _draw(registry: Any) -> tuple[Path, list[Path]]:
+    """The demo's grid (rows: prompts; columns: the base, demo-shapes at 0.5 and 1, the two
+    examples) and the generated image, through the inference engine; PNGs in HOME/demo."""
+    from lorahub.examples import DEMO_ADAPTERS
     from lorahub.inference import Engine, GenerationRequest
+    from lorahub.inference.grid import labelled_grid, save_grid
     from lorahub.inference.png import save_png
     from lorahub.types import MixMember
 
-    specs = registry.resolve_members([MixMember(DEMO_TRAINED, 1.0)])
-    request = GenerationRequest(
-        prompt=DEMO_PROMPT, adapters=tuple(specs), steps=8, seed=1, base="tiny"
-    )
+    columns: list[tuple[str, tuple[Any, ...]]] = [("base", ())]
+    for name, weight in ((DEMO_TRAINED, 0.5), (DEMO_TRAINED, 1.0)):
+        columns.append(
+            (f"{name}:{weight:g}", tuple(registry.resolve_members([MixMember(name, weight)])))
+        )
+    for spec in DEMO_ADAPTERS:
+        columns.append((spec.name, tuple(registry.resolve_members([MixMember(spec.name, 1.0)]))))
+    out = lorahub_home() / "demo"
     with Engine(base="tiny") as engine:
-        result = engine.generate(request)
-    return save_png(result.images, result.record, lorahub_home() / "demo" / "generated.png")
+        cells = [
+            [engine.generate(GenerationRequest(prompt=p, adapters=a, seed=1)).images[0]
+             for _, a in columns]
+            for p in GRID_PROMPTS
+        ]  # fmt: skip
+        result = engine.generate(
+            GenerationRequest(prompt=DEMO_PROMPT, adapters=columns[2][1], seed=1)
+        )
+    grid = save_grid(labelled_grid(cells, list(GRID_PROMPTS), [c for c, _ in columns]),
+                     out / "grid.png")  # fmt: skip
+    return grid, save_png(result.images, result.record, out / "generated.png")

@@ -1,20 +1,32 @@
 """Example adapters for the tiny bases: real LoRA files, written the way diffusers writes them.
 
-They are made with peft on the tiny pipeline's UNet (and optionally its text encoder), with
-seeded non-zero weights so they visibly change the output, and saved with diffusers'
-`save_lora_weights` (plus the LoRA config, so alpha survives a plain diffusers load).
+The demo's two (`DEMO_ADAPTERS`) are trained by lorahub's own trainer on a variant of the
+synthetic world, so each has one visible, measurable effect: `example-style` washes the colours
+out towards grey, `example-light` draws light pastel colours. They are trained once per tiny base
+weights and spec, and kept in the lorahub cache. An `ExampleAdapter` with no `style` is a seeded random LoRA (what the
+tests use where only the file's structure matters). Both are saved with diffusers'
+`save_lora_weights` (plus the LoRA config, so alpha survives a plain diffusers load), with
+sorted headers and no run times, so the same build gives the same bytes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lorahub.fileio import atomic_path
+from lorahub.paths import lorahub_cache
 
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 TE_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
+# a whole-picture style needs more than attention: the transformer blocks' projections and
+# feed-forward too (as kohya's LoCon/"all linear" presets do)
+EXAMPLE_RECIPE = 4  # bump when _train_example changes: cached examples are trained anew
+STYLE_TARGETS = (*UNET_TARGETS, "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2")
 
 
 @dataclass(frozen=True)
@@ -28,28 +40,34 @@ class ExampleAdapter:
     text_encoder: bool = False
     description: str = ""
     trigger_words: tuple[str, ...] = ()
+    style: str | None = None  # "grey", "pastel", "dark", "outline": trained on that world variant
+    steps: int = 400
+    images: int = 48  # of its variant of the world
+    learning_rate: float = 1e-3
+    targets: tuple[str, ...] = ()  # UNet modules trained (default: STYLE_TARGETS)
+    noise_offset: float = 0.0
 
 
 DEMO_ADAPTERS = (
     ExampleAdapter(
-        "example-style", 4, 4.0, 1, False, "A random UNet LoRA (rank 4).", ("stylized",)
+        "example-style", 4, 4.0, 1, False,
+        "Washes the colours out towards grey (UNet LoRA, rank 4).", ("monochrome",), style="grey",
     ),
     ExampleAdapter(
-        "example-light",
-        8,
-        4.0,
-        2,
-        True,
-        "A random UNet + text-encoder LoRA (rank 8, alpha 4).",
-        ("glow",),
+        "example-light", 8, 8.0, 2, True,
+        "Draws shapes in light, pastel colours (UNet + text-encoder LoRA, rank 8).", ("pastel",),
+        style="pastel",
     ),
-)
+)  # fmt: skip
 
 
 def write_example_adapter(
     base: str, dest: str | Path, spec: ExampleAdapter, *, std: float = 0.05
 ) -> Path:
-    """Write a seeded random LoRA for `base` (a tiny id or pipeline folder) to `dest` (a .safetensors file)."""
+    """Write the example LoRA `spec` for `base` (a tiny id or pipeline folder) to `dest` (a
+    .safetensors file): trained when the spec has a style, else seeded random weights."""
+    if spec.style:
+        return _trained_example(base, Path(dest), spec)
     from lorahub.models import load_pipeline
 
     pipe = load_pipeline(base, device="cpu", dtype="fp32")
@@ -69,6 +87,91 @@ def write_example_adapter(
         type(pipe).save_lora_weights(tmp.parent, weight_name=tmp.name, **layers, **metadata)
         _sort_header(tmp)
     return dest
+
+
+def _trained_example(base: str, dest: Path, spec: ExampleAdapter) -> Path:
+    """Train `spec` on its variant of the world (once per tiny build: kept in the cache)."""
+    import shutil
+
+    from lorahub.tiny import BUILD_VERSION, is_tiny, shipped_weights, tiny_family
+
+    if is_tiny(base):
+        family = str(tiny_family(base))
+        weights = hashlib.sha256(shipped_weights(family).read_bytes()).hexdigest()
+        recipe = f"{EXAMPLE_RECIPE} {BUILD_VERSION} {weights} {spec!r}"
+        key = hashlib.sha256(recipe.encode()).hexdigest()[:16]
+        cached = lorahub_cache() / "examples" / f"{family}-{spec.name}-{key}.safetensors"
+        if not cached.is_file():
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            _train_example(base, cached, spec)
+        with atomic_path(dest, suffix=".safetensors") as tmp:
+            shutil.copyfile(cached, tmp)
+        return dest
+    return _train_example(base, dest, spec)
+
+
+def _train_example(base: str, dest: Path, spec: ExampleAdapter) -> Path:
+    import tempfile
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from lorahub.training import TrainConfig, train
+    from lorahub.training.demo import demo_dataset
+
+    with tempfile.TemporaryDirectory(prefix=".example-", dir=dest.parent) as work:
+        data = demo_dataset(
+            Path(work) / "data", count=spec.images, size=64, seed=spec.seed,
+            background="dark" if spec.style == "dark" else "light",
+            outline=spec.style == "outline",
+            tint=spec.style if spec.style in ("pastel", "grey") else None,
+        )  # fmt: skip
+        config = TrainConfig(
+            data=str(data), base=base, name=spec.name, output_dir=str(Path(work) / "run"),
+            resolution=64, rank=spec.rank, alpha=spec.alpha, learning_rate=spec.learning_rate,
+            max_train_steps=spec.steps, batch_size=4, train_text_encoder=spec.text_encoder,
+            caption_dropout=0.2,  # the empty prompt learns the style too: guidance keeps it
+            target_modules=spec.targets or STYLE_TARGETS, noise_offset=spec.noise_offset,
+            seed=spec.seed, register=False, validation_prompts=("a red circle",),
+            validation_inference_steps=4,
+        )  # fmt: skip
+        with one_thread():  # the same bytes on every machine of a kind, whatever its cores
+            result = train(config)
+        with safe_open(str(result.weights_path), "pt") as fh:
+            configs = {
+                k: _no_local_paths(v)
+                for k, v in (fh.metadata() or {}).items()
+                if "lora_adapter" in k
+            }
+        tensors = load_file(str(result.weights_path))
+        with atomic_path(dest, suffix=".safetensors") as tmp:
+            save_file(tensors, str(tmp), metadata={"format": "pt", **configs})
+            _sort_header(tmp)
+    return dest
+
+
+def _no_local_paths(config_json: str) -> str:
+    """The LoRA configs without the base's folder (peft records the text encoder's local path):
+    the file is the same whichever cache it was trained from."""
+    import json
+
+    config = json.loads(config_json)
+    for key in config:
+        if key.endswith("base_model_name_or_path"):
+            config[key] = None
+    return json.dumps(config, sort_keys=True)
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _sort_header(path: Path) -> None:

@@ -92,3 +92,21 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def demo_shapes(tiny_sd1, tmp_path_factory) -> Path:
+    """`demo-shapes` trained once per session as `lorahub demo` trains it (purple shapes), in a
+    home of its own; returns that home."""
+    import torch
+
+    from lorahub.demo import train_demo_adapter
+
+    home = tmp_path_factory.mktemp("demo-shapes-home")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LORAHUB_HOME", str(home))
+        train_demo_adapter()
+    torch.set_num_threads(threads)
+    return home

@@ -42,3 +42,11 @@ def test_readme_walkthrough_runs(tmp_path, monkeypatch):
         args = shlex.split(command)[1:]
         result = runner.invoke(main, args, catch_exceptions=False)
         assert result.exit_code == 0, f"`{command}` failed:\n{result.output}"
+    # what the walkthrough shows a person: the demo's grid, and purple where it asked for purple
+    from PIL import Image
+
+    from lorahub.judge import judge
+    from lorahub.paths import lorahub_home
+
+    assert Image.open(lorahub_home() / "demo" / "grid.png").size[0] >= 5 * 128
+    assert judge(Image.open(tmp_path / "purple.png")).colour == "purple"

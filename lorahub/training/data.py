@@ -109,12 +109,13 @@ DEMO_DATA = "demo"
 
 
 def builtin_demo_data() -> Path:
-    """The synthetic shapes set, written once into the lorahub cache."""
+    """The built-in data set: purple shapes (the colour the tiny bases never saw), 64x64,
+    written once into the lorahub cache."""
     from lorahub.paths import lorahub_cache
-    from lorahub.training.demo import demo_dataset
+    from lorahub.training.demo import HELD_OUT, demo_dataset
 
-    dest = lorahub_cache() / "datasets" / "demo-shapes"
-    return dest if dest.is_dir() else demo_dataset(dest)
+    dest = lorahub_cache() / "datasets" / "demo-purple"
+    return dest if dest.is_dir() else demo_dataset(dest, size=64, colours=tuple(HELD_OUT))
 
 
 def _image_files(root: Path) -> list[Path]:
