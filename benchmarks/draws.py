@@ -106,9 +106,12 @@ def main() -> None:
     os.environ["LORAHUB_HOME"] = str(home)
     os.chdir(home)
 
+    from dataclasses import replace
+
     from lorahub.demo import train_demo_adapter
     from lorahub.examples import DEMO_ADAPTERS, write_example_adapter
     from lorahub.inference import Engine
+    from lorahub.judge import share_of
     from lorahub.registry import Registry
     from lorahub.types import MixMember
 
@@ -126,12 +129,17 @@ def main() -> None:
     cli("export", "demo-shapes", "--format", "kohya", "-o", "demo-kohya.safetensors")
     with Registry() as reg:
         specs = {n: reg.resolve_members([MixMember(n, 1.0)])[0]
-                 for n in ("demo-shapes", "merged", "resized")}  # fmt: skip
+                 for n in ("demo-shapes", "merged", "resized", style.name)}  # fmt: skip
     rows = []
     with Engine(base="tiny") as engine:
         sweep = {w: purple_share(engine, specs["demo-shapes"], w, seeds) for w in WEIGHTS}
         print("purple share with demo-shapes by weight: "
               + ", ".join(f"{w:g}: {s:.1%}" for w, s in sweep.items()))  # fmt: skip
+        stack = [replace(specs["demo-shapes"], weight=1.0), specs[style.name]]
+        both = share_of(
+            [im for p in PURPLE_PROMPTS for im in render(engine, p, seeds, tuple(stack))], "purple"
+        )
+        print(f"demo-shapes + {style.name} stacked (what the merge should keep): {both:.1%}")
         for name in ("merged", "resized"):
             rows.append((name, purple_share(engine, specs[name], 1.0, seeds)))
     rows.append(("kohya export, plain diffusers", plain_diffusers_share(
@@ -139,7 +147,7 @@ def main() -> None:
     alone = sweep[1.0]
     for name, share in rows:
         print(f"{name}: purple share {share:.1%} ({(share - alone) * 100:+.1f} points "
-              "against demo-shapes alone)")  # fmt: skip
+              "against demo-shapes alone)")  # merged: compare with the stack above  # fmt: skip
     sys.stdout.flush()
 
 

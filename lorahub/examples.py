@@ -25,7 +25,7 @@ UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 TE_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 # a whole-picture style needs more than attention: the transformer blocks' projections and
 # feed-forward too (as kohya's LoCon/"all linear" presets do)
-EXAMPLE_RECIPE = 4  # bump when _train_example changes: cached examples are trained anew
+EXAMPLE_RECIPE = 5  # bump when _train_example changes: cached examples are trained anew
 STYLE_TARGETS = (*UNET_TARGETS, "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2")
 
 

@@ -106,7 +106,7 @@ def test_preview_generate_store_and_serve(server_client) -> None:
         "/v1/adapters/example-style/preview", json={"steps": 2, "width": 64, "height": 64}
     )
     assert res.status_code == 200, res.text
-    assert res.json()["record"]["prompt"] == "stylized" and res.json()["adapter"]["preview"]
+    assert res.json()["record"]["prompt"] == "monochrome" and res.json()["adapter"]["preview"]
     image = server_client.get("/v1/adapters/example-style/preview")
     assert image.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(image.content)).size == (64, 64)

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def demo_data(tmp_path_factory) -> Path:
     from lorahub.training import demo_dataset
 
-    return demo_dataset(tmp_path_factory.mktemp("demo") / "shapes")
+    # purple: the colour the tiny base never saw, so training has something to teach
+    return demo_dataset(tmp_path_factory.mktemp("demo") / "shapes", colours=("purple",))
 
 
 @pytest.fixture(scope="session")

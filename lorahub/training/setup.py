@@ -148,6 +148,8 @@ def add_lora(m: Models, cfg: TrainConfig) -> list[dict[str, Any]]:
             enc.add_adapter(lora(TEXT_TARGETS))
             enc.train()
             m.trained.append((name, enc))
+    for i, (_, model) in enumerate(m.trained):
+        _seeded_lora_init(model, cfg.rank, cfg.seed * 1_000_003 + i)
     if m.weight_dtype != torch.float32:
         from diffusers.training_utils import cast_training_params
 
@@ -160,6 +162,21 @@ def add_lora(m: Models, cfg: TrainConfig) -> list[dict[str, Any]]:
     te_lr = cfg.text_encoder_lr or cfg.learning_rate
     groups += [{"params": _trainable(enc), "lr": te_lr} for _, enc in m.trained[1:]]
     return groups
+
+
+def _seeded_lora_init(model: Any, rank: int, seed: int) -> None:
+    """Draw every lora_A again, in sorted name order, from one seeded generator (peft's gaussian
+    init, std 1/r): peft creates the layers in the order of a set of target names, which changes
+    with the process's hash seed, so its own draws made the same run differ from one process to
+    the next. lora_B stays zero."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed % 2**63)
+    with torch.no_grad():
+        for name, param in sorted(model.named_parameters()):
+            if ".lora_A." in name:
+                draw = torch.randn(param.shape, generator=gen, dtype=torch.float32) / rank
+                param.copy_(draw.to(param.device, param.dtype))
 
 
 def _trainable(model: Any) -> list[Any]:
