@@ -3,7 +3,8 @@ background, how saturated. Used by the tests and `benchmarks/draws.py` to measur
 adapters trained on them draw (no torch: numpy and PIL only).
 
 Colour: the mean of the pixels that stand out from the background (the border's median), named
-by the nearest colour of the world. Shape: how much of the foreground's bounding box it fills
+by the world colour of the nearest hue, or "grey" when it is hardly saturated (a washed-out green
+is still green; naming by RGB distance called it purple, the world colour nearest to grey). Shape: how much of the foreground's bounding box it fills
 (square ~1, circle ~pi/4, triangle ~1/2), with the triangle told apart by its rows widening
 downwards.
 """
@@ -22,7 +23,7 @@ GREY, PASTEL = 0.2, 0.6  # saturation below GREY: grey; below PASTEL (and light)
 
 @dataclass(frozen=True)
 class Verdict:
-    colour: str | None  # nearest world colour, None when nothing stands out
+    colour: str | None  # world colour of the nearest hue, "grey", None when nothing stands out
     shape: str | None
     background: str  # "light" or "dark"
     foreground: float  # share of the image that is foreground
@@ -64,10 +65,29 @@ def judge(image: Any) -> Verdict:
     if fg.sum() < MIN_PIXELS:
         return Verdict(None, None, background, share, None, None)
     mean = px[fg].mean(axis=0)
-    colour = min(ALL_COLOURS, key=lambda c: float(np.linalg.norm(mean - ALL_COLOURS[c])))
+    colour = colour_name((float(mean[0]), float(mean[1]), float(mean[2])))
     shape, fill, hollow = _shape(fg)
     rgb = (float(mean[0]), float(mean[1]), float(mean[2]))
     return Verdict(colour, shape, background, share, rgb, fill, hollow)
+
+
+def _hue(rgb: tuple[float, float, float]) -> float:
+    """The HSV hue of `rgb`, in degrees."""
+    import colorsys
+
+    return colorsys.rgb_to_hsv(*(c / 255 for c in rgb))[0] * 360
+
+
+HUES = {name: _hue((float(r), float(g), float(b))) for name, (r, g, b) in ALL_COLOURS.items()}
+
+
+def colour_name(rgb: tuple[float, float, float]) -> str:
+    """The world colour whose hue is nearest to `rgb`'s, or "grey" below `GREY` saturation."""
+    hi, lo = max(rgb), min(rgb)
+    if not hi or (hi - lo) / hi < GREY:
+        return "grey"
+    hue = _hue(rgb)
+    return min(HUES, key=lambda c: min(abs(hue - HUES[c]), 360 - abs(hue - HUES[c])))
 
 
 def _shape(fg: Any) -> tuple[str, float, bool]:
@@ -120,4 +140,14 @@ def is_dark(image: Any) -> bool:
     return judge(image).background == "dark"
 
 
-__all__ = ["DARK", "Verdict", "is_dark", "is_grey", "is_outline", "is_pastel", "judge", "share_of"]
+__all__ = [
+    "DARK",
+    "Verdict",
+    "colour_name",
+    "is_dark",
+    "is_grey",
+    "is_outline",
+    "is_pastel",
+    "judge",
+    "share_of",
+]

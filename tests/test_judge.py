@@ -43,3 +43,17 @@ def test_saturation_tells_vivid_pastel_and_grey(tint):
         for colour in ("red", "green", "blue", "yellow", "purple"):
             image = draw_scene(shape, colour, 64, rng, tint=tint)
             assert (is_pastel(image), is_grey(image)) == (tint == "pastel", tint == "grey")
+
+
+def test_colours_are_named_by_hue_so_washed_out_colours_keep_their_name():
+    """A half-washed green is still green and a grey is grey: naming by RGB distance called
+    both purple (the world colour nearest to grey), which counted style adapters as purple."""
+    from lorahub.judge import colour_name
+
+    assert colour_name((100, 140, 110)) == "green"
+    assert colour_name((150, 110, 110)) == "red"
+    assert colour_name((120, 120, 126)) == "grey"
+    assert colour_name((170, 130, 200)) == "purple"
+    rng = random.Random(3)
+    for colour in ALL_COLOURS:
+        assert judge(draw_scene("square", colour, 64, rng, tint="grey")).colour == "grey"
