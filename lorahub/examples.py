@@ -3,8 +3,9 @@
 The demo's two (`DEMO_ADAPTERS`) are trained by lorahub's own trainer on a variant of the
 synthetic world, so each has one visible, measurable effect: `example-style` washes the colours
 out towards grey, `example-light` draws light pastel colours. They are trained once per tiny base
-weights and spec, and kept in the lorahub cache. An `ExampleAdapter` with no `style` is a seeded random LoRA (what the
-tests use where only the file's structure matters). Both are saved with diffusers'
+weights and spec: those of tiny-sd1 ship in the package (`python -m lorahub.examples` retrains
+them after the tiny weights change), others are kept in the lorahub cache. An `ExampleAdapter`
+with no `style` is a seeded random LoRA (what the tests use where only the file's structure matters). Both are saved with diffusers'
 `save_lora_weights` (plus the LoRA config, so alpha survives a plain diffusers load), with
 sorted headers and no run times, so the same build gives the same bytes.
 """
@@ -27,6 +28,7 @@ TE_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 # feed-forward too (as kohya's LoCon/"all linear" presets do)
 EXAMPLE_RECIPE = 5  # bump when _train_example changes: cached examples are trained anew
 STYLE_TARGETS = (*UNET_TARGETS, "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2")
+SHIPPED = Path(__file__).parent / "tiny_weights" / "examples"  # the demo's trained examples
 
 
 @dataclass(frozen=True)
@@ -90,24 +92,80 @@ def write_example_adapter(
 
 
 def _trained_example(base: str, dest: Path, spec: ExampleAdapter) -> Path:
-    """Train `spec` on its variant of the world (once per tiny build: kept in the cache)."""
+    """Train `spec` on its variant of the world, once per tiny build: the demo's examples of
+    tiny-sd1 ship in the package (`python -m lorahub.examples` retrains them), others are
+    trained on first use and kept in the cache."""
     import shutil
 
-    from lorahub.tiny import BUILD_VERSION, is_tiny, shipped_weights, tiny_family
+    from lorahub.tiny import is_tiny, tiny_family
 
-    if is_tiny(base):
-        family = str(tiny_family(base))
-        weights = hashlib.sha256(shipped_weights(family).read_bytes()).hexdigest()
-        recipe = f"{EXAMPLE_RECIPE} {BUILD_VERSION} {weights} {spec!r}"
-        key = hashlib.sha256(recipe.encode()).hexdigest()[:16]
-        cached = lorahub_cache() / "examples" / f"{family}-{spec.name}-{key}.safetensors"
-        if not cached.is_file():
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            _train_example(base, cached, spec)
-        with atomic_path(dest, suffix=".safetensors") as tmp:
-            shutil.copyfile(cached, tmp)
-        return dest
-    return _train_example(base, dest, spec)
+    if not is_tiny(base):
+        return _train_example(base, dest, spec)
+    family = str(tiny_family(base))
+    key = recipe_key(family, spec)
+    source = _shipped_example(family, spec, key)
+    if source is None:
+        source = lorahub_cache() / "examples" / f"{family}-{spec.name}-{key}.safetensors"
+        if not source.is_file():
+            source.parent.mkdir(parents=True, exist_ok=True)
+            _train_example(base, source, spec)
+    with atomic_path(dest, suffix=".safetensors") as tmp:
+        shutil.copyfile(source, tmp)
+    return dest
+
+
+def recipe_key(family: str, spec: ExampleAdapter) -> str:
+    """What a trained example depends on: the recipe, the tiny build, its weights, the spec."""
+    from lorahub.tiny import BUILD_VERSION, shipped_weights
+
+    weights = hashlib.sha256(shipped_weights(family).read_bytes()).hexdigest()
+    return hashlib.sha256(
+        f"{EXAMPLE_RECIPE} {BUILD_VERSION} {weights} {spec!r}".encode()
+    ).hexdigest()[:16]
+
+
+def _shipped_example(family: str, spec: ExampleAdapter, key: str) -> Path | None:
+    """The shipped file of `spec` when it was trained by this very recipe and is intact; None
+    otherwise (the caller trains it: a stale or damaged shipped file costs time, never wrong
+    weights)."""
+    import json
+
+    try:
+        entry = json.loads((SHIPPED / "MANIFEST.json").read_text())[f"{family}-{spec.name}"]
+        path = SHIPPED / entry["file"]
+        if entry["recipe"] != key:
+            return None
+        data = path.read_bytes()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    ok = len(data) == entry["size"] and hashlib.sha256(data).hexdigest() == entry["sha256"]
+    return path if ok else None
+
+
+def ship_examples(dest: Path | None = None, family: str = "tiny-sd1") -> Path:
+    """Train the demo's examples on `family` and write them with their manifest into `dest`
+    (the package's folder by default): run after the tiny weights change."""
+    import json
+    import tempfile
+
+    dest = dest or SHIPPED
+    dest.mkdir(parents=True, exist_ok=True)
+    manifest = {}
+    with tempfile.TemporaryDirectory() as work:
+        for spec in DEMO_ADAPTERS:
+            name = f"{family}-{spec.name}"
+            path = _train_example(family, Path(work) / f"{name}.safetensors", spec)
+            data = path.read_bytes()
+            (dest / f"{name}.safetensors").write_bytes(data)
+            manifest[name] = {
+                "file": f"{name}.safetensors",
+                "recipe": recipe_key(family, spec),
+                "size": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+    path = dest / "MANIFEST.json"
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return path
 
 
 def _train_example(base: str, dest: Path, spec: ExampleAdapter) -> Path:
@@ -213,3 +271,7 @@ def _random_lora(
         if isinstance(meta.get(key), set | frozenset):  # peft keeps sets: hash-seed order
             meta[key] = sorted(meta[key])
     return state, meta
+
+
+if __name__ == "__main__":
+    print(ship_examples())

@@ -166,3 +166,58 @@ def test_the_base_never_draws_purple(tiny_sd1, one_thread):
             for p in ("a purple circle", "a purple square") for s in range(4)
         ]  # fmt: skip
     assert share_of(images, "purple") <= 0.125
+
+
+def test_shipped_examples_were_trained_on_the_shipped_weights():
+    """The demo's trained examples ship beside the weights; their recipe key says which weights,
+    recipe and spec made them, so new weights without `python -m lorahub.examples` fail here."""
+    import json
+
+    from lorahub.examples import DEMO_ADAPTERS, SHIPPED, _shipped_example, recipe_key
+
+    manifest = json.loads((SHIPPED / "MANIFEST.json").read_text())
+    assert set(manifest) == {f"tiny-sd1-{spec.name}" for spec in DEMO_ADAPTERS}
+    for spec in DEMO_ADAPTERS:
+        key = recipe_key("tiny-sd1", spec)
+        assert manifest[f"tiny-sd1-{spec.name}"]["recipe"] == key, "run python -m lorahub.examples"
+        assert (
+            _shipped_example("tiny-sd1", spec, key) == SHIPPED / f"tiny-sd1-{spec.name}.safetensors"
+        )
+
+
+def test_a_stale_or_damaged_shipped_example_is_not_used(tmp_path, monkeypatch):
+    import shutil
+
+    import lorahub.examples as ex
+
+    spec = ex.DEMO_ADAPTERS[0]
+    key = ex.recipe_key("tiny-sd1", spec)
+    shutil.copytree(ex.SHIPPED, tmp_path / "examples")
+    monkeypatch.setattr(ex, "SHIPPED", tmp_path / "examples")
+    shipped = tmp_path / "examples" / f"tiny-sd1-{spec.name}.safetensors"
+    assert ex._shipped_example("tiny-sd1", spec, key) == shipped
+    assert ex._shipped_example("tiny-sd1", spec, "another-recipe") is None
+    shipped.write_bytes(shipped.read_bytes()[:-10])  # truncated
+    assert ex._shipped_example("tiny-sd1", spec, key) is None
+    shipped.unlink()
+    assert ex._shipped_example("tiny-sd1", spec, key) is None
+    (tmp_path / "examples" / "MANIFEST.json").write_text("{not json")
+    assert ex._shipped_example("tiny-sd1", spec, key) is None
+
+
+def test_an_example_that_is_not_shipped_is_trained_and_cached(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from safetensors import safe_open
+
+    import lorahub.examples as ex
+
+    monkeypatch.setattr(ex, "SHIPPED", tmp_path / "none")
+    spec = replace(ex.DEMO_ADAPTERS[0], steps=2, images=4)
+    first = ex.write_example_adapter("tiny", tmp_path / "a.safetensors", spec)
+    cached = list((ex.lorahub_cache() / "examples").glob(f"*{ex.recipe_key('tiny-sd1', spec)}*"))
+    assert len(cached) == 1 and cached[0].read_bytes() == first.read_bytes()
+    with safe_open(str(first), "pt") as fh:
+        config = fh.metadata()["lora_adapter_metadata"]
+        assert any(k.endswith("lora_A.weight") for k in fh.keys())
+    assert '"unet.base_model_name_or_path": null' in config and str(tmp_path) not in config
