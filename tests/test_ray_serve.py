@@ -96,6 +96,67 @@ def replica_figures(url: str) -> dict[str, dict[str, float]]:
 
 
 @needs_ray
+def test_a_cluster_address_that_does_not_answer_is_one_line():
+    """First in the module: the CLI must find no Ray instance already started in this process."""
+    t = time.monotonic()
+    result = CliRunner().invoke(
+        main, ["serve", "--ray", "--ray-address", f"127.0.0.1:{free_port()}"]
+    )
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: the Ray cluster at 127.0.0.1:")
+    assert "does not answer" in result.output and len(result.output.strip().splitlines()) == 1
+    assert time.monotonic() - t < 10
+
+
+def test_an_adapter_set_id_is_its_files_not_its_weights_or_order():
+    from lorahub.server.ray_engine import adapter_set_id
+    from lorahub.types import AdapterSpec
+
+    a = AdapterSpec(name="a", path="/a", key="ka", weight=1.0)
+    b = AdapterSpec(name="b", path="/b", key="kb", weight=0.5)
+    a_half = AdapterSpec(name="a", path="/a", key="ka", weight=0.5)
+    assert adapter_set_id([a, b]) == adapter_set_id([b, a_half])
+    assert adapter_set_id([a]) != adapter_set_id([a, b]) != adapter_set_id([b])
+    assert adapter_set_id([]) == ""
+
+
+def test_replica_figures_are_summed_and_labelled():
+    from lorahub.metrics import ServerMetrics, render
+    from lorahub.server.ray_engine import merge_stats
+
+    one = {
+        "set_hits": 3,
+        "set_requests": 4,
+        "requests": 4,
+        "swap_seconds": {"buckets": [[0.1, 1], ["+Inf", 2]], "sum": 0.3, "count": 2},
+    }
+    two = {"set_hits": 1, "set_requests": 1, "requests": 1,
+           "swap_seconds": {"buckets": [[0.1, 0], ["+Inf", 1]], "sum": 0.5, "count": 1}}  # fmt: skip
+    merged = merge_stats([one, two])
+    assert merged["set_hits"] == 4 and merged["swap_seconds"]["buckets"] == [[0.1, 1], ["+Inf", 3]]
+    merged["replicas"] = {"r1": one, "r2": two}
+    metrics = parse_prometheus(render(ServerMetrics(), 0, 4, merged))
+    assert metrics[("lorahub_replica_set_hits_total", (("replica", "r1"),))] == 3
+    assert metrics[("lorahub_replica_set_hits_total", (("replica", "r2"),))] == 1
+    assert metrics[("lorahub_engine_set_hits_total", ())] == 4
+
+
+def test_an_engine_holds_a_set_until_it_lets_go(server_engine, ray_home):
+    from lorahub.types import MixMember
+
+    with Registry(ray_home / "registry.db") as reg:
+        specs = reg.resolve_members([MixMember(ref="rand-a"), MixMember(ref="rand-b")])
+    assert not server_engine.holds(specs)
+    keys = server_engine.hold(specs)
+    again = server_engine.hold(specs[:1])  # a second set sharing rand-a
+    assert server_engine.holds(specs)
+    server_engine.let_go(keys)
+    assert server_engine.holds(specs[:1]) and not server_engine.holds(specs[1:])
+    server_engine.let_go(again)
+    assert not server_engine.holds(specs[:1])
+
+
+@needs_ray
 def test_a_request_through_ray_makes_the_same_image_as_plain_serve(
     ray_app, ray_home, server_engine
 ):
@@ -190,14 +251,15 @@ def test_killing_a_replica_mid_request_is_503_then_requests_succeed(ray_app):
 
     url, _ = ray_app
     assert post(url, SETS[2]).status_code == 200
-    holder = holder_of(url, "rand-a")
-    assert holder is not None
+    holders = holders_of(url, "rand-a")
+    assert holders
     result: list[httpx.Response] = []
     long = {"width": 128, "height": 128}  # ~seconds: still running when its replica is killed
     running = threading.Thread(target=lambda: result.append(post(url, SETS[2], steps=150, **long)))
     running.start()
     time.sleep(1.5)
-    ray.kill(engine_actor(holder), no_restart=True)
+    for holder in holders:  # normally one: the set's replica
+        ray.kill(engine_actor(holder), no_restart=True)
     running.join()
     message = error_of(result[0], 503, "replica_unavailable")  # it ran on the killed replica
     assert "retry" in message
@@ -217,13 +279,14 @@ def retry_503(send, seconds: float = 60.0) -> httpx.Response:
     return response
 
 
-def holder_of(url: str, adapter: str) -> str | None:
-    """The replica whose engine holds `adapter` resident (from /v1/status)."""
+def holders_of(url: str, adapter: str) -> list[str]:
+    """The replicas whose engines hold `adapter` resident (from /v1/status)."""
     status = httpx.get(f"{url}/v1/status", headers=AUTH).json()
-    for base in status["loaded"]:
-        if any(a["name"] == adapter for a in base["resident"]):
-            return base["replica"]
-    return None
+    return [
+        base["replica"]
+        for base in status["loaded"]
+        if any(a["name"] == adapter for a in base["resident"])
+    ]
 
 
 def engine_actor(replica: str):

@@ -133,6 +133,12 @@ def run(
     ray, serve = require_ray()
     try:
         url = deploy(settings, address)
+    except BaseException:
+        if ray.is_initialized():  # connected, then failed: leave nothing running
+            ray.shutdown()
+        raise
+    try:
+        stop_on_sigterm()
         if ready is not None:
             ready(url)
         while not (stop is not None and stop()):
@@ -141,6 +147,18 @@ def run(
         pass
     finally:
         shutdown(ray, serve, address)
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (a service manager's stop) ends serving as Ctrl-C does, so Serve is shut down."""
+    import signal
+    import threading
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 def shutdown(ray: Any, serve: Any, address: str | None = None) -> None:
