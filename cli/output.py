@@ -47,6 +47,11 @@ def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
 
 
+def print_text(text: str) -> None:
+    """Write `text` as is to stdout (a file's content, e.g. YAML)."""
+    click.echo(text, nl=not text.endswith("\n"))
+
+
 def escape(text: Any) -> str:
     """Escape free text (from other people's files) for rich markup."""
     from rich.markup import escape as rich_escape

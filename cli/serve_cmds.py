@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from lorahub.cli.output import handle_errors, info, warn
+from lorahub.cli.output import handle_errors, info, print_text, warn
 
 if TYPE_CHECKING:
+    from lorahub.server.ray_config import RaySettings
     from lorahub.types import AdapterSpec
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost", "ip6-loopback"}
@@ -92,6 +93,64 @@ def is_loopback(host: str) -> bool:
     help="With --compile: slot rank (default: the planned adapters' largest).",
 )
 @click.option(
+    "--ray",
+    "on_ray",
+    is_flag=True,
+    help="Serve on Ray Serve: engine replicas with adapter-affinity routing (needs lorahub[ray]).",
+)
+@click.option(
+    "--replicas",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 4096),
+    help="With --ray: engine replicas.",
+)
+@click.option(
+    "--max-replicas",
+    type=click.IntRange(1, 4096),
+    default=None,
+    help="With --ray: autoscale from --replicas up to this many.",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    metavar="ADDR",
+    help="With --ray: an existing cluster ('auto', host:port); default: a local Ray instance.",
+)
+@click.option(
+    "--gpus-per-replica",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 64),
+    help="With --ray: GPUs each engine replica reserves.",
+)
+@click.option(
+    "--cpus-per-replica",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0, 1024),
+    help="With --ray: CPUs each engine replica reserves.",
+)
+@click.option(
+    "--sets-per-replica",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 1024),
+    help="With --ray: adapter sets kept resident per replica (LRU).",
+)
+@click.option(
+    "--max-set-adapters",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="With --ray: most adapters in one request.",
+)
+@click.option(
+    "--print-config",
+    is_flag=True,
+    help="With --ray: print a Ray Serve config file (for `serve deploy`) and exit.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -111,10 +170,28 @@ def serve(
     compile_: bool,
     slot_refs: tuple[str, ...],
     slot_rank: int | None,
+    on_ray: bool,
+    replicas: int,
+    max_replicas: int | None,
+    ray_address: str | None,
+    gpus_per_replica: float,
+    cpus_per_replica: float,
+    sets_per_replica: int,
+    max_set_adapters: int,
+    print_config: bool,
     log_level: str,
 ) -> None:
-    """Serve the HTTP API (and the web page) with one pipeline kept loaded."""
+    """Serve the HTTP API (and the web page) with one pipeline kept loaded (or on Ray, --ray)."""
     import uvicorn
+
+    if on_ray or print_config:
+        settings = ray_settings(
+            token=token, device=device, dtype=dtype, replicas=replicas, max_replicas=max_replicas,
+            num_gpus=gpus_per_replica, num_cpus=cpus_per_replica, max_sets=sets_per_replica,
+            max_set_adapters=max_set_adapters, max_queue=max_queue, max_work=max_work, host=host,
+            port=port, allowed_hosts=allowed_hosts, base=base,
+        )  # fmt: skip
+        return serve_ray(settings, ray_address, print_config)
 
     from lorahub.server import create_app
 
@@ -131,6 +208,35 @@ def serve(
     guard = "bearer token required" if token else "no token"
     info(f"lorahub serving {base} on http://{_url_host(host)}:{port} ({guard}; docs at /docs)")
     uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)
+
+
+def ray_settings(**fields: Any) -> RaySettings:
+    """The Ray settings of this command line (the registry by absolute path, for the replicas)."""
+    import os
+
+    from lorahub.paths import registry_path
+    from lorahub.server.ray_config import RaySettings
+
+    env = {k: os.environ[k] for k in ("LORAHUB_CACHE",) if k in os.environ}
+    return RaySettings(registry_path=str(registry_path().resolve()), env=env, **fields)
+
+
+def serve_ray(settings: RaySettings, address: str | None, print_config: bool) -> None:
+    """`--print-config`: the Serve config on stdout; else deploy on Ray and serve until Ctrl-C."""
+    from lorahub.server import ray_config, ray_serve
+
+    if print_config:
+        print_text(ray_config.config_yaml(settings))
+        return
+    if not settings.token and not is_loopback(settings.host):
+        warn_open_bind(settings.host)
+
+    def ready(url: str) -> None:
+        info(
+            f"lorahub on Ray: {settings.replicas} engine replica(s) of {settings.base} at {url} (Ctrl-C stops)"
+        )
+
+    ray_serve.run(settings, address, ready)
 
 
 def plan_slot_specs(base: str, refs: tuple[str, ...]) -> tuple[AdapterSpec, ...]:

@@ -192,7 +192,17 @@ ENGINE_HISTOGRAMS = {
 }
 ENGINE_COUNTERS = frozenset(
     {"requests", "requests_failed", "images", "swaps", "fuses", "unfuses", "loads", "compiles"}
+    | {"set_requests", "set_hits", "set_loads", "set_evictions"}
 )
+# Per-replica figures of an engine on Ray (`lorahub serve --ray`), labelled by replica.
+REPLICA_SERIES = {
+    "set_requests": ("counter", "Requests with adapters a replica received."),
+    "set_hits": ("counter", "Requests whose adapter set was already resident on the replica."),
+    "set_loads": ("counter", "Adapter sets a replica made resident."),
+    "set_evictions": ("counter", "Adapter sets a replica let go."),
+    "requests": ("counter", "Generation requests a replica ran."),
+    "resident_adapters": ("gauge", "Adapters resident on a replica."),
+}
 
 
 def engine_lines(stats: Mapping[str, Any]) -> list[str]:
@@ -221,6 +231,7 @@ def engine_lines(stats: Mapping[str, Any]) -> list[str]:
                 f"Engine {key.replace('_', ' ')}.",
                 value,
             )
+    out += replica_lines(stats.get("replicas"))
     for kind, samples in sorted(tiered.items()):
         name = TIERED[kind]
         _family(
@@ -230,6 +241,21 @@ def engine_lines(stats: Mapping[str, Any]) -> list[str]:
             f"Adapter cache {kind} by tier (resident in the pipeline, cpu memory).",
         )
         out += [f"{name}{_labels(tier=tier)} {_num(v)}" for tier, v in sorted(samples)]
+    return out
+
+
+def replica_lines(replicas: Any) -> list[str]:
+    """`lorahub_replica_<figure>{replica="..."}` for each replica's figures (none when absent)."""
+    if not isinstance(replicas, Mapping) or not replicas:
+        return []
+    out: list[str] = []
+    for key, (kind, help_text) in REPLICA_SERIES.items():
+        name = f"lorahub_replica_{key}" + ("_total" if kind == "counter" else "")
+        _family(out, name, kind, help_text)
+        for replica, figures in sorted(replicas.items()):
+            value = figures.get(key, 0) if isinstance(figures, Mapping) else 0
+            value = value if _is_number(value) else 0
+            out.append(f"{name}{_labels(replica=str(replica))} {_num(value)}")
     return out
 
 

@@ -128,6 +128,33 @@ class Engine:
         self.metrics.inc("images", len(result.images))
         return result
 
+    def hold(self, specs: list[AdapterSpec], base: str | None = None) -> list[str]:
+        """Make `specs` resident and pin them until `let_go` (a serving layer's adapter-set cache).
+
+        CapacityError when they cannot all be resident; the keys held otherwise."""
+        from lorahub.inference.pipelines import check_families
+
+        with self._lock:
+            rt = self.runtime(base)
+            check_families(list(specs), rt.family, rt.base)
+            return [a.key for a in rt.resident.acquire(list(specs))]
+
+    def let_go(self, keys: list[str], base: str | None = None) -> None:
+        """Undo one `hold`: unpin the keys and evict those no one else pins (memory comes back)."""
+        with self._lock:
+            rt = self.runtime(base)
+            for key in keys:
+                if key in rt.resident.items:
+                    rt.resident.items.unpin(key)
+                    if not rt.resident.items.pins(key):
+                        rt.resident.evict(key)
+
+    def holds(self, specs: list[AdapterSpec], base: str | None = None) -> bool:
+        """Whether every adapter of `specs` is resident now (no read, no upload needed)."""
+        with self._lock:
+            items = self.runtime(base).resident.items
+            return all(s.key in items for s in specs)
+
     def submit(self, request: GenerationRequest) -> Future:
         """Queue a request for the worker; CapacityError when the queue is full."""
         request.validate()
