@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from lorahub.cli.output import handle_errors, info, warn
+from lorahub.cli.output import info, open_registry, warn
 
 if TYPE_CHECKING:
     from lorahub.types import AdapterSpec
@@ -97,7 +97,6 @@ def is_loopback(host: str) -> bool:
     show_default=True,
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
 )
-@handle_errors
 def serve(
     host: str,
     port: int,
@@ -138,11 +137,10 @@ def plan_slot_specs(base: str, refs: tuple[str, ...]) -> tuple[AdapterSpec, ...]
     from lorahub.errors import InvalidInputError, LorahubError
     from lorahub.inference import hotswap
     from lorahub.inference.pipelines import base_family, check_families
-    from lorahub.registry import Registry
     from lorahub.types import MixMember
 
     family = base_family(base)
-    with Registry() as registry:
+    with open_registry() as registry:
         if refs:
             specs = registry.resolve_members([MixMember(ref=r) for r in refs])
             check_families(specs, family, base)
