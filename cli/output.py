@@ -170,8 +170,11 @@ json_option = click.option(
 """`--json`, set once: the command receives `out: Output` in the mode it selects."""
 
 
-def open_registry(path: Any = None) -> Registry:
-    """The user's registry, for `with open_registry() as reg:` (imported here, not at --help)."""
+def open_registry(path: Any = None, *, migrate: bool = True) -> Registry:
+    """The user's registry, for `with open_registry() as reg:` (imported here, not at --help).
+
+    `migrate=False`: read-only and as it is, pending migrations and all (`db status`).
+    """
     from lorahub.registry import Registry
 
-    return Registry(path)
+    return Registry(path, migrate=migrate)

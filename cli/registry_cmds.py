@@ -436,17 +436,21 @@ def db() -> None:
 @db.command(name="status")
 @json_option
 def db_status(out: Output) -> None:
-    """Show applied and pending migrations."""
-    with open_registry() as reg:
+    """Show applied and pending migrations (the file is only read: nothing is migrated)."""
+    with open_registry(migrate=False) as reg:
         path, rows = reg.path, reg.status()
     out.result(
         {"path": str(path), "migrations": [{"name": n, "applied": a} for n, a in rows]},
-        lambda: table(
-            f"migrations of {path}",
-            ["migration", "state"],
-            [(n, "applied" if a else "pending") for n, a in rows],
-        ),
+        lambda: _print_status(path, rows),
     )
+
+
+def _print_status(path: Path, rows: list[tuple[str, bool]]) -> None:
+    states = [(n, "applied" if a else "pending") for n, a in rows]
+    table(f"migrations of {path}", ["migration", "state"], states)
+    pending = sum(not a for _, a in rows)
+    if pending:
+        info(f"{pending} pending: applied the next time a lorahub command opens the registry")
 
 
 @db.command(name="example")

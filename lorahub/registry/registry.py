@@ -18,7 +18,7 @@ from lorahub.registry import mixes as M
 from lorahub.registry import queries as Q
 from lorahub.registry import scan as S
 from lorahub.registry.bulk import TagChange
-from lorahub.registry.db import connect, dumps, transaction
+from lorahub.registry.db import connect, connect_readonly, dumps, transaction
 from lorahub.registry.migrations import apply_migrations, migration_status
 from lorahub.registry.records import (
     AdapterRecord,
@@ -37,10 +37,17 @@ Progress = Callable[..., None] | None
 
 
 class Registry:
-    """The adapter registry in one SQLite file (default `paths.registry_path()`), migrated on open."""
+    """The adapter registry in one SQLite file (default `paths.registry_path()`), migrated on open.
 
-    def __init__(self, path: Path | str | None = None):
+    `migrate=False` opens the file read-only and as it is, pending migrations and all (for
+    `lorahub db status`); a missing file then reads as empty and is not created.
+    """
+
+    def __init__(self, path: Path | str | None = None, *, migrate: bool = True):
         self.path = Path(path) if path is not None else paths.registry_path()
+        if not migrate:
+            self.db = connect_readonly(self.path)
+            return
         self.db = connect(self.path)
         apply_migrations(self.db)
 
@@ -55,7 +62,7 @@ class Registry:
         self.close()
 
     def status(self) -> list[tuple[str, bool]]:
-        """Every migration by name, with whether it is applied."""
+        """Every migration by name, with whether it is applied (pending ones last)."""
         return migration_status(self.db)
 
     # adapters: adding
