@@ -7,7 +7,7 @@ from typing import Any
 
 from lorahub.types import MixMember
 
-SOURCES = ("local", "trained", "merged", "hub", "converted", "extracted")
+SOURCES = ("local", "trained", "merged", "resized", "hub", "converted", "extracted")
 LINEAGE_KINDS = ("adapter", "model", "dataset", "hub_repo")
 RELATIONS = (
     "trained-from",
