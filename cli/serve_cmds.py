@@ -115,18 +115,28 @@ def serve(
     """Serve the HTTP API (and the web page) with one pipeline kept loaded."""
     import uvicorn
 
-    from lorahub.server import create_app
+    from lorahub.server import AppOptions, create_app
 
     if not token and not is_loopback(host):
         warn_open_bind(host)
     slots = plan_slot_specs(base, slot_refs) if compile_ else ()
     if compile_:
         info(f"compiled mode: hot-swap slots planned from {len(slots)} adapter(s)")
-    app = create_app(
-        token=token, max_queue=max_queue, base=base, device=device, dtype=dtype,
-        compile=compile_, warm=True, slot_adapters=slots, slot_rank=slot_rank,
-        bind_host=host, allowed_hosts=allowed_hosts, max_work=max_work,
-    )  # fmt: skip
+    options = AppOptions(
+        token=token,
+        max_queue=max_queue,
+        base=base,
+        device=device,
+        dtype=dtype,
+        compile=compile_,
+        warm=True,
+        slot_adapters=slots,
+        slot_rank=slot_rank,
+        bind_host=host,
+        allowed_hosts=allowed_hosts,
+        max_work=max_work,
+    )
+    app = create_app(options)
     guard = "bearer token required" if token else "no token"
     info(f"lorahub serving {base} on http://{_url_host(host)}:{port} ({guard}; docs at /docs)")
     uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)

@@ -14,7 +14,7 @@ import sqlite_utils
 
 from lorahub.errors import AlreadyExistsError, BadFileError, InvalidInputError, NotFoundError
 from lorahub.registry.db import dumps, now
-from lorahub.registry.records import SOURCES
+from lorahub.registry.records import SOURCES, LineageParent
 from lorahub.types import check_name
 
 TAG_RE = re.compile(r"[^\s,\-\x00-\x1f\x7f][^\s,\x00-\x1f\x7f]{0,63}")  # fullmatch
@@ -42,6 +42,19 @@ class FileFacts:
     columns: dict[str, Any]
     trigger_words: tuple[str, ...]
     header_bytes: int
+
+
+@dataclass(frozen=True)
+class NewRow:
+    """A checked adapter row about to be written: name, file, what reading it gave, tags, parents."""
+
+    name: str
+    version: str
+    dest: Path
+    facts: FileFacts
+    tags: list[str]
+    parents: list[LineageParent]
+    preview: str | None = None  # the preview's name in the previews folder
 
 
 def check_tag(tag: str) -> str:

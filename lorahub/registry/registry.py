@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,9 @@ from lorahub.registry.db import connect, connect_readonly, dumps, transaction
 from lorahub.registry.migrations import apply_migrations, migration_status
 from lorahub.registry.records import (
     AdapterRecord,
+    AddOptions,
     ImageRecord,
     LineageEdge,
-    LineageParent,
     MixRecord,
     ModelRecord,
     PublicationRecord,
@@ -68,38 +69,26 @@ class Registry:
     # adapters: adding
 
     def add_adapter(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        name: str | None = None,
-        version: str | None = None,
-        tags: Iterable[str] = (),
-        copy: bool = False,
-        force: bool = False,
-        source: str = "local",
-        description: str | None = None,
-        trigger_words: Sequence[str] | None = None,
-        hash: bool = True,
-        trust_pickle: bool = False,
-        lineage: Iterable[LineageParent] = (),
-        preview: str | os.PathLike[str] | None = None,
+        self, path: str | os.PathLike[str], options: AddOptions | None = None, /, **fields: Any
     ) -> AdapterRecord:
-        """Register one file (in place, or copied into the store); record, tags and lineage in one transaction."""
+        """Register one file (in place, or copied into the store); record, tags and lineage in one
+        transaction. `options` (AddOptions), or its fields as keywords, say how."""
+        o = replace(options or AddOptions(), **fields)
         src = A.check_file(path)
-        name, version, tag_list = A.validate_new(name or A.default_name(src), version, tags, source)
-        parents = list(lineage)
+        name, version, tags = A.validate_new(
+            o.name or A.default_name(src), o.version, o.tags, o.source
+        )
+        parents = list(o.lineage)
         for p in parents:
             L.check_kind_relation(p.kind, p.relation)
-        facts = A.read_facts(src, hash=hash, trust_pickle=trust_pickle)
-        self._check_conflicts(name, version, str(src), force, copy)
-        dest = A.store_destination(paths.store_dir(), name, version, src) if copy else src
-        copied = self._copy_in(src, dest) if copy else []
+        facts = A.read_facts(src, hash=o.hash, trust_pickle=o.trust_pickle)
+        self._check_conflicts(name, version, str(src), o.force, o.copy)
+        dest = A.store_destination(paths.store_dir(), name, version, src) if o.copy else src
+        copied = self._copy_in(src, dest) if o.copy else []
         try:
-            rel = self._copy_preview(preview) if preview is not None else None
-            adapter_id = self._write_adapter(
-                name, version, facts, dest, tag_list, force=force, managed=copy, source=source,
-                description=description, trigger_words=trigger_words, parents=parents, preview=rel,
-            )  # fmt: skip
+            rel = self._copy_preview(o.preview) if o.preview is not None else None
+            row = A.NewRow(name, version, dest, facts, tags, parents, rel)
+            adapter_id = self._write_adapter(row, o)
         except BaseException:
             for written in copied:
                 written.unlink(missing_ok=True)
@@ -128,54 +117,64 @@ class Registry:
         ]
         return written
 
-    def _write_adapter(
-        self, name: str, version: str, facts: A.FileFacts, dest: Path, tags: list[str], *, force: bool,
-        managed: bool, source: str, description: str | None, trigger_words: Sequence[str] | None,
-        parents: list[LineageParent], preview: str | None = None,
-    ) -> int:  # fmt: skip
+    def _write_adapter(self, row: A.NewRow, o: AddOptions) -> int:
         """Insert (or with force replace) the row, its tags and lineage: all or nothing."""
-        st = dest.stat()
-        triggers = list(trigger_words) if trigger_words is not None else list(facts.trigger_words)
+        st = row.dest.stat()
+        given = o.trigger_words
+        triggers = list(given) if given is not None else list(row.facts.trigger_words)
         cols = {
-            **facts.columns, "path": str(dest), "size": st.st_size, "mtime": st.st_mtime,
-            "source": source, "managed": int(managed), "description": description,
-            "trigger_words": dumps(triggers), **({"preview": preview} if preview else {}),
-        }  # fmt: skip
+            **row.facts.columns,
+            "path": str(row.dest),
+            "size": st.st_size,
+            "mtime": st.st_mtime,
+            "source": o.source,
+            "managed": int(o.copy),
+            "description": o.description,
+            "trigger_words": dumps(triggers),
+            **({"preview": row.preview} if row.preview else {}),
+        }
         with transaction(self.db):
-            existing = A.name_taken(self.db, name, version)
-            if existing is not None and not force:
-                raise AlreadyExistsError(f"adapter {name!r} exists (use --version V or --force)")
+            existing = A.name_taken(self.db, row.name, row.version)
+            if existing is not None and not o.force:
+                raise AlreadyExistsError(
+                    f"adapter {row.name!r} exists (use --version V or --force)"
+                )
             if existing is not None:
                 A.update_row(self.db, existing, cols)
                 adapter_id = existing
             else:
-                adapter_id = A.insert_row(self.db, {**cols, "name": name, "version": version})
-            A.add_tags(self.db, adapter_id, tags)
-            for p in parents:
+                adapter_id = A.insert_row(
+                    self.db, {**cols, "name": row.name, "version": row.version}
+                )
+            A.add_tags(self.db, adapter_id, row.tags)
+            for p in row.parents:
                 L.insert_edge(
                     self.db, ("adapter", adapter_id), (p.kind, p.ref), p.relation, p.details
                 )
         return adapter_id
 
-    def add_path(self, path: str | os.PathLike[str], **options: Any) -> list[AdapterRecord]:
+    def add_path(
+        self, path: str | os.PathLike[str], options: AddOptions | None = None, /, **fields: Any
+    ) -> list[AdapterRecord]:
         """Register a file, or every adapter file under a folder (all in one transaction)."""
+        o = replace(options or AddOptions(), **fields)
         root = Path(path).expanduser().resolve()
         if root.is_file():
-            return [self.add_adapter(root, **options)]
+            return [self.add_adapter(root, o)]
         if not root.is_dir():
             raise NotFoundError(f"no such file or folder: {root}")
         peft = A.peft_weights(root)
         if peft is not None:  # a PEFT adapter folder is one adapter, not a folder of them
-            return [self.add_adapter(peft, **options)]
-        if options.get("name") or options.get("copy") or options.get("preview"):
+            return [self.add_adapter(peft, o)]
+        if o.name or o.copy or o.preview:
             raise InvalidInputError(
                 "--name, --copy and a preview apply to a single file, not a folder"
             )
-        files = list(S.walk(root, options.get("trust_pickle", False)))
+        files = list(S.walk(root, o.trust_pickle))
         if not files:
             raise NotFoundError(f"no adapter files under {root}")
         with transaction(self.db):
-            ids = [self.add_adapter(f, **options).id for f in files]
+            ids = [self.add_adapter(f, o).id for f in files]
         return [Q.get_record(self.db, i) for i in ids]
 
     # adapters: reading
