@@ -123,10 +123,19 @@ def generate(
     prompt, specs = resolve_adapters(prompt, adapters, mix)
     check_families(specs, base_family(base), base)
     request = GenerationRequest(
-        prompt=prompt, negative_prompt=negative, adapters=specs, steps=steps, guidance=guidance,
-        seed=seed, width=width, height=height, n=count, scheduler=scheduler, clip_skip=clip_skip,
+        prompt=prompt,
+        negative_prompt=negative,
+        adapters=specs,
+        steps=steps,
+        guidance=guidance,
+        seed=seed,
+        width=width,
+        height=height,
+        n=count,
+        scheduler=scheduler,
+        clip_skip=clip_skip,
         base=base,
-    )  # fmt: skip
+    )
     request.validate()
     with Engine(base=base, device=device, dtype=dtype) as engine:
         result = engine.generate(request)

@@ -42,16 +42,35 @@ from lorahub.cli.output import (
 )
 @click.option("--dry-run", is_flag=True, help="Show the card and the files; upload nothing.")
 @json_option
-def push(ref: str, repo: str, private: bool, revision: str | None, message: str | None, also: tuple[str, ...],
-         license_: str | None, recipe: bool, dry_run: bool, out: Output) -> None:  # fmt: skip
+def push(
+    ref: str,
+    repo: str,
+    private: bool,
+    revision: str | None,
+    message: str | None,
+    also: tuple[str, ...],
+    license_: str | None,
+    recipe: bool,
+    dry_run: bool,
+    out: Output,
+) -> None:
     """Publish an adapter (or a mix) to the Hugging Face Hub, with a model card."""
     from lorahub.hub import push_adapter
 
     with open_registry() as reg, progress(f"push {ref}", quiet=out.json or dry_run) as advance:
         result = push_adapter(
-            ref, repo, private=private, revision=revision, message=message, also=also,
-            dry_run=dry_run, license=license_, recipe=recipe, progress=advance, registry=reg,
-        )  # fmt: skip
+            ref,
+            repo,
+            private=private,
+            revision=revision,
+            message=message,
+            also=also,
+            dry_run=dry_run,
+            license=license_,
+            recipe=recipe,
+            progress=advance,
+            registry=reg,
+        )
     out.result(result.to_json(), lambda: _show_push(result))
 
 
@@ -105,15 +124,26 @@ def pull(
 
     with open_registry() as reg:
         record = pull_adapter(
-            repo, revision=revision, name=name, filename=filename, version=version, force=force,
+            repo,
+            revision=revision,
+            name=name,
+            filename=filename,
+            version=version,
+            force=force,
             registry=reg,
-        )  # fmt: skip
+        )
     out.result(record.to_json(), lambda: _show_pull(record))
 
 
 def _show_pull(record: Any) -> None:
     kv(
         f"pulled {record.ref}",
-        [("path", record.path), ("format", record.format), ("base", record.base_family),
-         ("rank", record.rank), ("trigger words", ", ".join(record.trigger_words)), ("sha256", record.sha256)],
-    )  # fmt: skip
+        [
+            ("path", record.path),
+            ("format", record.format),
+            ("base", record.base_family),
+            ("rank", record.rank),
+            ("trigger words", ", ".join(record.trigger_words)),
+            ("sha256", record.sha256),
+        ],
+    )

@@ -108,10 +108,15 @@ def mix_create(
 
 def _show_mix(record: Any) -> None:
     rows = [
-        (m.ref, n or "-", f"{m.weight:g}", "-" if m.te_weight is None else f"{m.te_weight:g}",
-         ",".join(f"{k}:{v:g}" for k, v in (m.block_weights or {}).items()) or "-")
+        (
+            m.ref,
+            n or "-",
+            f"{m.weight:g}",
+            "-" if m.te_weight is None else f"{m.te_weight:g}",
+            ",".join(f"{k}:{v:g}" for k, v in (m.block_weights or {}).items()) or "-",
+        )
         for m, n in zip(record.members, record.member_names, strict=True)
-    ]  # fmt: skip
+    ]
     title = f"mix {record.name} ({record.base_family or 'unknown base'})"
     table(title, ["member", "adapter", "unet", "te", "blocks"], rows)
     if record.description:
@@ -199,8 +204,13 @@ def output_options(func: Any) -> Any:
 @click.command()
 @click.argument("members", nargs=-1)
 @click.option("--mix", "mix_name", default=None, help="Merge the members of this mix.")
-@click.option("--method", type=click.Choice(["cat", "svd", "linear", "ties", "dare"]), default="svd", show_default=True,
-              help="cat: exact (ranks add up); svd: truncate to --rank; linear: A and B combined separately (equal ranks); ties/dare: sparsified task vectors.")  # fmt: skip
+@click.option(
+    "--method",
+    type=click.Choice(["cat", "svd", "linear", "ties", "dare"]),
+    default="svd",
+    show_default=True,
+    help="cat: exact (ranks add up); svd: truncate to --rank; linear: A and B combined separately (equal ranks); ties/dare: sparsified task vectors.",
+)
 @click.option(
     "--rank",
     type=int,
@@ -346,9 +356,18 @@ def export(
 @output_options
 @json_option
 def extract(
-    base: str, tuned: str, rank: int | None, energy: float | None, min_change: float | None,
-    fmt: str, trust_pickle: bool, name: str | None, output: str | None, force: bool, out: Output,
-) -> None:  # fmt: skip
+    base: str,
+    tuned: str,
+    rank: int | None,
+    energy: float | None,
+    min_change: float | None,
+    fmt: str,
+    trust_pickle: bool,
+    name: str | None,
+    output: str | None,
+    force: bool,
+    out: Output,
+) -> None:
     """Extract a LoRA (LoCon where convs changed) from a fine-tune and its base."""
     from lorahub.ops import api
     from lorahub.ops.extract import DEFAULT_MIN_CHANGE, ExtractOptions
@@ -356,9 +375,15 @@ def extract(
     options = ExtractOptions(rank, energy, DEFAULT_MIN_CHANGE if min_change is None else min_change)
     with open_registry() as reg, out.progress("extracting") as bar:
         report = api.extract(
-            reg, base, tuned, options, api.Output(name, output, force),
-            format=fmt, trust_pickle=trust_pickle, progress=bar,
-        )  # fmt: skip
+            reg,
+            base,
+            tuned,
+            options,
+            api.Output(name, output, force),
+            format=fmt,
+            trust_pickle=trust_pickle,
+            progress=bar,
+        )
     _show_report(out, report, verbose=False)
 
 

@@ -1,4 +1,4 @@
-"""Registry commands: add, scan, list, show, tag, untag, rm, verify, db status/example."""
+"""Registry commands: add, scan, list, show, rm, verify (tag/untag: tag_cmds, db: db_cmds)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from lorahub.cli.output import (
     Output,
     console,
     escape,
-    info,
     json_option,
     kv,
     open_registry,
@@ -97,15 +96,21 @@ def adapter_table(title: str, records: list[Any], width: int | None = None) -> N
     )
     tags_width = max(4, min(natural["tags"], out.width - fixed(cols) - name_width))
     t = Table(
-        title=title, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False,
+        title=title,
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        show_edge=False,
         collapse_padding=True,
-    )  # fmt: skip
+    )
     for col in cols:
         width = {"name": name_width, "tags": tags_width}.get(col, natural[col])
         t.add_column(
-            col, width=width, overflow="fold",
+            col,
+            width=width,
+            overflow="fold",
             justify="right" if col in ("rank", "alpha", "size") else "left",
-        )  # fmt: skip
+        )
     keep = [ADAPTER_COLUMNS.index(c) for c in cols]
     for row in rows:
         t.add_row(*(escape(row[i]) for i in keep))
@@ -135,14 +140,33 @@ def adapter_table(title: str, records: list[Any], width: int | None = None) -> N
     help="Allow .ckpt/.pt/.bin files (loaded with weights_only=True).",
 )
 @json_option
-def add(path: Path, name: str | None, version: str | None, tags: tuple[str, ...], description: str | None,
-        triggers: tuple[str, ...], copy: bool, force: bool, no_hash: bool, trust_pickle: bool, out: Output) -> None:  # fmt: skip
+def add(
+    path: Path,
+    name: str | None,
+    version: str | None,
+    tags: tuple[str, ...],
+    description: str | None,
+    triggers: tuple[str, ...],
+    copy: bool,
+    force: bool,
+    no_hash: bool,
+    trust_pickle: bool,
+    out: Output,
+) -> None:
     """Register an adapter file (or every adapter in a folder)."""
     with open_registry() as reg:
         records = reg.add_path(
-            path, name=name, version=version, tags=tags, copy=copy, force=force, description=description,
-            trigger_words=list(triggers) or None, hash=not no_hash, trust_pickle=trust_pickle,
-        )  # fmt: skip
+            path,
+            name=name,
+            version=version,
+            tags=tags,
+            copy=copy,
+            force=force,
+            description=description,
+            trigger_words=list(triggers) or None,
+            hash=not no_hash,
+            trust_pickle=trust_pickle,
+        )
     out.result([r.to_json() for r in records], lambda: adapter_table("added", records))
 
 
@@ -153,13 +177,16 @@ def add(path: Path, name: str | None, version: str | None, tags: tuple[str, ...]
     "--trust-pickle", is_flag=True, help="Also read .ckpt/.pt/.bin files (weights_only=True)."
 )
 @click.option(
-    "--refresh-sidecars", is_flag=True,
+    "--refresh-sidecars",
+    is_flag=True,
     help="Re-read every sidecar (.civitai.info, A1111 .json, ...), changed or not.",
-)  # fmt: skip
+)
 @click.option(
-    "--workers", type=click.IntRange(0, 64), default=None,
+    "--workers",
+    type=click.IntRange(0, 64),
+    default=None,
     help="Processes reading files in a big scan (default: the usable cores; 0 or 1: none).",
-)  # fmt: skip
+)
 @json_option
 def scan(
     folder: Path,
@@ -176,9 +203,13 @@ def scan(
         workers = default_workers(usable_cores())
     with open_registry() as reg, out.progress("scanning") as advance:
         report = reg.scan(
-            folder, hash=not no_hash, trust_pickle=trust_pickle, progress=advance,
-            refresh_sidecars=refresh_sidecars, workers=workers,
-        )  # fmt: skip
+            folder,
+            hash=not no_hash,
+            trust_pickle=trust_pickle,
+            progress=advance,
+            refresh_sidecars=refresh_sidecars,
+            workers=workers,
+        )
     out.result(report.to_json(), lambda: _print_scan(out, report, no_hash))
 
 
@@ -246,14 +277,31 @@ def _print_scan(out: Output, report: Any, no_hash: bool) -> None:
 )
 @click.option("-n", "--limit", type=int, help="At most this many rows.")
 @json_option
-def list_cmd(tags: tuple[str, ...], base: str | None, fmt: str | None, min_rank: int | None, max_rank: int | None,
-             search: str | None, sort: str, published: bool | None, limit: int | None, out: Output) -> None:  # fmt: skip
+def list_cmd(
+    tags: tuple[str, ...],
+    base: str | None,
+    fmt: str | None,
+    min_rank: int | None,
+    max_rank: int | None,
+    search: str | None,
+    sort: str,
+    published: bool | None,
+    limit: int | None,
+    out: Output,
+) -> None:
     """List registered adapters."""
     with open_registry() as reg:
         records = reg.list_adapters(
-            tags=tags, base=base, format=fmt, min_rank=min_rank, max_rank=max_rank, search=search,
-            sort=sort, published=published, limit=limit,
-        )  # fmt: skip
+            tags=tags,
+            base=base,
+            format=fmt,
+            min_rank=min_rank,
+            max_rank=max_rank,
+            search=search,
+            sort=sort,
+            published=published,
+            limit=limit,
+        )
     out.result(
         [r.to_json() for r in records], lambda: adapter_table(f"{len(records)} adapter(s)", records)
     )
@@ -328,61 +376,32 @@ def _show_pairs(r: Any) -> list[tuple[str, Any]]:
     rank = "" if r.rank is None else f"{_rank_text(r)}; modules per rank {_text(r.rank_summary)}"
     base = r.base_family + (f" (conflict: {r.base_conflict})" if r.base_conflict else "")
     return [
-        ("path", r.path), ("size", f"{human_size(r.size)} ({r.size} bytes)"),
-        ("sha256", r.sha256 or "(not hashed yet)"), ("AutoV2", r.autov2 or ""),
-        ("tensor sha256", r.tensor_sha256 or ""), ("AutoV3", r.autov3 or ""),
-        ("format", r.format), ("network", r.network_type), ("base", base),
-        ("base evidence", "; ".join(r.base_evidence)), ("components", ", ".join(r.components)),
-        ("rank", rank), ("alpha", "" if r.alpha is None else r.alpha), ("dtype", r.dtype or ""),
+        ("path", r.path),
+        ("size", f"{human_size(r.size)} ({r.size} bytes)"),
+        ("sha256", r.sha256 or "(not hashed yet)"),
+        ("AutoV2", r.autov2 or ""),
+        ("tensor sha256", r.tensor_sha256 or ""),
+        ("AutoV3", r.autov3 or ""),
+        ("format", r.format),
+        ("network", r.network_type),
+        ("base", base),
+        ("base evidence", "; ".join(r.base_evidence)),
+        ("components", ", ".join(r.components)),
+        ("rank", rank),
+        ("alpha", "" if r.alpha is None else r.alpha),
+        ("dtype", r.dtype or ""),
         ("parameters", f"{r.param_count:,}" if r.param_count is not None else ""),
-        ("modules", r.module_count), ("targets", ", ".join(r.targets)),
-        ("trigger words", ", ".join(r.trigger_words)), ("description", r.description or ""),
-        ("source", r.source + (" (managed copy)" if r.managed else "")), ("tags", ", ".join(r.tags)),
-        ("metadata keys", len(r.metadata or {})), ("preview", r.preview or ""),
-        ("created", r.created_at), ("updated", r.updated_at),
-    ]  # fmt: skip
-
-
-WHERE_HELP = "Every adapter matching these `list` filters, e.g. 'base=sdxl tag=style min-rank=8' (keys: tag, base, format, min-rank, max-rank, q, published); then every argument is a tag."
-
-
-def _tag_command(add: bool) -> Any:
-    verb = "tag" if add else "untag"
-    about = (
-        "Add tags to an adapter, or to every adapter --where selects."
-        if add
-        else "Remove tags from an adapter, or from every adapter --where selects."
-    )
-
-    @click.command(name=verb, help=about)
-    @click.argument("args", nargs=-1, required=True, metavar="[REF] TAGS...")
-    @click.option("--where", default=None, help=WHERE_HELP)
-    @click.option("--dry-run", is_flag=True, help="With --where: show what would change.")
-    @json_option
-    def command(args: tuple[str, ...], where: str | None, dry_run: bool, out: Output) -> None:
-        if where is None and len(args) < 2:
-            raise click.UsageError("give REF and at least one tag (or --where FILTERS TAGS...)")
-        with open_registry() as reg:
-            if where is None:
-                record = reg.tag(args[0], args[1:]) if add else reg.untag(args[0], args[1:])
-                tags = ", ".join(record.tags) or "(no tags)"
-                out.result(record.to_json(), lambda: out.info(f"{record.ref}: {tags}"))
-                return
-            changes = reg.bulk_tag(
-                where, add=args if add else (), remove=() if add else args, dry_run=dry_run
-            )
-        rows = [(c.ref, ", ".join(c.before), ", ".join(c.after)) for c in changes]
-        title = f"{len(changes)} adapter(s) {'would change' if dry_run else 'changed'}"
-        out.result(
-            [c.to_json() for c in changes],
-            lambda: table(title, ["adapter", "tags before", "tags after"], rows),
-        )
-
-    return command
-
-
-tag = _tag_command(add=True)
-untag = _tag_command(add=False)
+        ("modules", r.module_count),
+        ("targets", ", ".join(r.targets)),
+        ("trigger words", ", ".join(r.trigger_words)),
+        ("description", r.description or ""),
+        ("source", r.source + (" (managed copy)" if r.managed else "")),
+        ("tags", ", ".join(r.tags)),
+        ("metadata keys", len(r.metadata or {})),
+        ("preview", r.preview or ""),
+        ("created", r.created_at),
+        ("updated", r.updated_at),
+    ]
 
 
 @click.command()
@@ -426,49 +445,3 @@ def _print_verify(out: Output, report: Any) -> None:
         table(None, ["", "name", "path", "detail"], rows)
     if report.changed or report.missing or report.errors:
         out.warn("some files changed or are missing: rescan their folder, or rm the records")
-
-
-@click.group()
-def db() -> None:
-    """Registry database maintenance."""
-
-
-@db.command(name="status")
-@json_option
-def db_status(out: Output) -> None:
-    """Show applied and pending migrations (the file is only read: nothing is migrated)."""
-    with open_registry(migrate=False) as reg:
-        path, rows = reg.path, reg.status()
-    out.result(
-        {"path": str(path), "migrations": [{"name": n, "applied": a} for n, a in rows]},
-        lambda: _print_status(path, rows),
-    )
-
-
-def _print_status(path: Path, rows: list[tuple[str, bool]]) -> None:
-    states = [(n, "applied" if a else "pending") for n, a in rows]
-    table(f"migrations of {path}", ["migration", "state"], states)
-    pending = sum(not a for _, a in rows)
-    if pending:
-        info(f"{pending} pending: applied the next time a lorahub command opens the registry")
-
-
-@db.command(name="example")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("registry.db.example"),
-    show_default=True,
-)
-@click.option(
-    "--schema-only",
-    is_flag=True,
-    help="Only the schema, without the demo adapters (no torch needed).",
-)
-def db_example(output: Path, schema_only: bool) -> None:
-    """Write an example registry built from the migrations and the demo adapters."""
-    from lorahub.registry.example import demo_adapters, write_example
-
-    write_example(output, example_adapters=None if schema_only else demo_adapters)
-    info(f"wrote {output}")

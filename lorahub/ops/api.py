@@ -344,18 +344,25 @@ def extract(
     dest = destination(registry, out, "extracted", format)
     paths = {role: local_checkpoint(ref) for role, ref in (("base", base), ("tuned", tuned))}
     report = extract_lora(
-        paths["base"], paths["tuned"], dest, options, format=format,
-        trust_pickle=trust_pickle, progress=progress,
-    )  # fmt: skip
+        paths["base"],
+        paths["tuned"],
+        dest,
+        options,
+        format=format,
+        trust_pickle=trust_pickle,
+        progress=progress,
+    )
     if out.name:
         summary = report.summary()
         lineage = [
             LineageParent(
-                "model", _ensure_model(registry, ref, paths[role], role), "extracted-from",
+                "model",
+                _ensure_model(registry, ref, paths[role], role),
+                "extracted-from",
                 {**summary, "role": role},
             )
             for role, ref in (("base", base), ("tuned", tuned))
-        ]  # fmt: skip
+        ]
         record = registry.add_adapter(
             dest, name=out.name, source="extracted", lineage=lineage, force=out.force
         )

@@ -10,7 +10,6 @@ from typing import Any
 
 from lorahub import paths
 from lorahub.errors import AlreadyExistsError, InvalidInputError, NotFoundError
-from lorahub.fileio import atomic_copy
 from lorahub.registry import adapters as A
 from lorahub.registry import bulk as B
 from lorahub.registry import images as I
@@ -82,9 +81,9 @@ class Registry:
         for p in parents:
             L.check_kind_relation(p.kind, p.relation)
         facts = A.read_facts(src, hash=o.hash, trust_pickle=o.trust_pickle)
-        self._check_conflicts(name, version, str(src), o.force, o.copy)
+        A.check_conflicts(self.db, name, version, str(src), force=o.force, copy=o.copy)
         dest = A.store_destination(paths.store_dir(), name, version, src) if o.copy else src
-        copied = self._copy_in(src, dest) if o.copy else []
+        copied = A.copy_in(src, dest) if o.copy else []
         try:
             rel = self._copy_preview(o.preview) if o.preview is not None else None
             row = A.NewRow(name, version, dest, facts, tags, parents, rel)
@@ -94,28 +93,6 @@ class Registry:
                 written.unlink(missing_ok=True)
             raise
         return Q.get_record(self.db, adapter_id)
-
-    def _check_conflicts(self, name: str, version: str, path: str, force: bool, copy: bool) -> None:
-        """Refuse a taken name (without force) or a file already registered under another name."""
-        A.check_no_mix(self.db, name)
-        A.check_name_not_hash(self.db, name)
-        if not force and A.name_taken(self.db, name, version) is not None:
-            ref = f"{name}@{version}" if version else name
-            raise AlreadyExistsError(
-                f"adapter {ref!r} exists (use --version V for a new version, or --force to replace it)"
-            )
-        other = None if copy else A.registered_at(self.db, path)
-        if other is not None and not force and other[0] != A.name_taken(self.db, name, version):
-            raise AlreadyExistsError(f"{path} is already registered as {other[1]!r}")
-
-    def _copy_in(self, src: Path, dest: Path) -> list[Path]:
-        """Copy the file and its sidecars into the store atomically; returns what was written."""
-        written = [atomic_copy(src, dest)]
-        written += [
-            atomic_copy(s, dest.with_name(s.name.replace(src.stem, dest.stem, 1)))
-            for s in A.sidecars(src)
-        ]
-        return written
 
     def _write_adapter(self, row: A.NewRow, o: AddOptions) -> int:
         """Insert (or with force replace) the row, its tags and lineage: all or nothing."""
@@ -200,9 +177,14 @@ class Registry:
         """Adapters matching every filter (tags: all must match), a page of them with
         limit/offset; `metadata` is not loaded."""
         where, params = Q.list_where(
-            tags=tuple(tags), base=base, format=format, min_rank=min_rank, max_rank=max_rank,
-            search=search, published=published,
-        )  # fmt: skip
+            tags=tuple(tags),
+            base=base,
+            format=format,
+            min_rank=min_rank,
+            max_rank=max_rank,
+            search=search,
+            published=published,
+        )
         return Q.select_records(
             self.db, where, params, order=Q.sort_clause(sort), limit=limit, offset=offset
         )
@@ -337,9 +319,14 @@ class Registry:
         many files are read by `workers` processes (default: the usable cores, or
         $LORAHUB_SCAN_WORKERS)."""
         return S.scan_folder(
-            self.db, root, hash=hash, trust_pickle=trust_pickle, progress=progress,
-            refresh_sidecars=refresh_sidecars, workers=workers,
-        )  # fmt: skip
+            self.db,
+            root,
+            hash=hash,
+            trust_pickle=trust_pickle,
+            progress=progress,
+            refresh_sidecars=refresh_sidecars,
+            workers=workers,
+        )
 
     def compute_missing_hashes(self, progress: Progress = None) -> int:
         """Hash files registered without hashes (`--no-hash`); returns how many were hashed."""
@@ -352,9 +339,14 @@ class Registry:
     # lineage, publications, models
 
     def add_lineage(
-        self, child_kind: str, child_id: str | int, parent_kind: str, parent_id: str | int, relation: str,
+        self,
+        child_kind: str,
+        child_id: str | int,
+        parent_kind: str,
+        parent_id: str | int,
+        relation: str,
         details: dict[str, Any] | None = None,
-    ) -> LineageEdge:  # fmt: skip
+    ) -> LineageEdge:
         """Record that child was made from parent (adapters by ref or id, models by name or id)."""
         return L.insert_edge(
             self.db, (child_kind, child_id), (parent_kind, parent_id), relation, details
@@ -393,18 +385,29 @@ class Registry:
         return L.select_publications(self.db, "adapter_id", Q.resolve_id(self.db, ref))
 
     def record_model(
-        self, name: str, path: str | os.PathLike[str], details: dict[str, Any] | None = None, *,
-        kind: str = "fused", base_family: str | None = None, force: bool = False,
-    ) -> ModelRecord:  # fmt: skip
+        self,
+        name: str,
+        path: str | os.PathLike[str],
+        details: dict[str, Any] | None = None,
+        *,
+        kind: str = "fused",
+        base_family: str | None = None,
+        force: bool = False,
+    ) -> ModelRecord:
         """Record a full model (a fused pipeline or a base); not an adapter."""
         return L.upsert_model(
             self.db, name, Path(path), details, kind=kind, base_family=base_family, force=force
         )
 
     def ensure_model(
-        self, name: str, path: str | os.PathLike[str], details: dict[str, Any] | None = None, *,
-        kind: str, base_family: str | None = None,
-    ) -> ModelRecord:  # fmt: skip
+        self,
+        name: str,
+        path: str | os.PathLike[str],
+        details: dict[str, Any] | None = None,
+        *,
+        kind: str,
+        base_family: str | None = None,
+    ) -> ModelRecord:
         """The recorded model `name`, recorded first when it is new (another writer may win)."""
         for _ in range(2):
             try:
