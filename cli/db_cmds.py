@@ -17,7 +17,7 @@ def db() -> None:
 @db.command(name="status")
 @json_option
 def db_status(out: Output) -> None:
-    """Show applied and pending migrations (the file is only read: nothing is migrated)."""
+    """Show applied and pending migrations; migrates nothing."""
     with open_registry(migrate=False) as reg:
         path, rows = reg.path, reg.status()
     out.result(
