@@ -1,7 +1,9 @@
 """The `lorahub` command line: a thin click layer over the library.
 
-Commands live in one module per group and are imported only when invoked, so `lorahub --help`
-and the listing commands never import torch.
+Commands live in one module per group, listed in `COMMANDS` and imported on first use; their
+help is their docstring. A command parses its options, makes ONE library call and renders
+through `cli/output.py`; a `LorahubError` it lets through becomes one line and exit 1 in
+`LorahubGroup.invoke`. Heavy imports stay inside the commands, so `--help` never imports torch.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import importlib
 import click
 
 from lorahub import __version__
+from lorahub.errors import LorahubError
 
 # command name -> "module:attribute" inside the lorahub.cli package
 COMMANDS: dict[str, str] = {
@@ -19,11 +22,11 @@ COMMANDS: dict[str, str] = {
     "scan": "registry_cmds:scan",
     "list": "registry_cmds:list_cmd",
     "show": "registry_cmds:show",
-    "tag": "registry_cmds:tag",
-    "untag": "registry_cmds:untag",
+    "tag": "tag_cmds:tag",
+    "untag": "tag_cmds:untag",
     "rm": "registry_cmds:rm",
     "verify": "registry_cmds:verify",
-    "db": "registry_cmds:db",
+    "db": "db_cmds:db",
     "inspect": "inspect_cmd:inspect",
     "images": "images_cmds:images",
     "train": "train_cmd:train",
@@ -40,36 +43,18 @@ COMMANDS: dict[str, str] = {
     "pull": "hub_cmds:pull",
 }
 
-HELP: dict[str, str] = {
-    "demo": "Build the tiny base, train example adapters and one that teaches purple, draw a grid.",
-    "add": "Register an adapter file (or every adapter in a folder).",
-    "scan": "Index every adapter under a folder, incrementally.",
-    "list": "List registered adapters.",
-    "show": "Show everything known about one adapter.",
-    "tag": "Add tags to an adapter.",
-    "untag": "Remove tags from an adapter.",
-    "rm": "Remove an adapter from the registry (the file stays unless --delete-file).",
-    "verify": "Re-hash registered files: find moved, changed or missing ones.",
-    "db": "Registry database maintenance.",
-    "images": "An adapter's example images (add, list, rm).",
-    "inspect": "Inspect an adapter file or registered adapter without loading it whole.",
-    "train": "Train a LoRA on a folder of images and captions.",
-    "mix": "Named, weighted mixes of adapters.",
-    "merge": "Merge adapters into one adapter file.",
-    "resize": "Reduce an adapter's rank.",
-    "export": "Convert an adapter to the diffusers, kohya or PEFT format.",
-    "extract": "Extract a LoRA from a fine-tuned model and its base.",
-    "fuse": "Fuse adapters into a full base model folder.",
-    "sidecars": "Write A1111 sidecars (NAME.json, NAME.preview.png) beside adapter files.",
-    "generate": "Generate images with adapters and mixes.",
-    "serve": "Serve the HTTP API and the web page.",
-    "push": "Publish an adapter to the Hugging Face Hub.",
-    "pull": "Download an adapter from the Hugging Face Hub and register it.",
-}
+HELP_LIMIT = 120  # a docstring's first sentence is shown whole (wrapped), not cut at the width
 
 
-class LazyGroup(click.Group):
-    """A group whose subcommands are imported on first use."""
+class LorahubGroup(click.Group):
+    """The `lorahub` group: subcommands imported on first use, and the one error hook."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        """Run the subcommand; a LorahubError from it is one line on stderr and exit 1."""
+        try:
+            return super().invoke(ctx)
+        except LorahubError as exc:
+            raise click.ClickException(str(exc)) from None
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -88,12 +73,17 @@ class LazyGroup(click.Group):
         return getattr(module, attr, None)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, HELP.get(name, "")) for name in self.list_commands(ctx)]
+        """One line per command: the first sentence of its docstring."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=HELP_LIMIT)))
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LorahubGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lorahub")
 def main() -> None:
     """lorahub: train, collect, mix, serve and publish LoRA adapters."""

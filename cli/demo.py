@@ -2,29 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from lorahub.cli.output import handle_errors, info, json_option, print_json, progress, table
+from lorahub.cli.output import Output, info, json_option, table
 
 
 @click.command()
 @json_option
-@handle_errors
-def demo(as_json: bool) -> None:
+def demo(out: Output) -> None:
     """Build the tiny base, train example adapters and one that teaches purple, draw a grid."""
     from lorahub.demo import run_demo
 
-    with progress("demo", quiet=as_json) as advance:
+    with out.progress("demo") as advance:
         result = run_demo(advance)
-    if as_json:
-        print_json(
-            {
-                "base": str(result.base),
-                "adapters": [r.to_json() for r in result.adapters],
-                **result.extras,
-            }
-        )
-        return
+    data = {
+        "base": str(result.base),
+        "adapters": [r.to_json() for r in result.adapters],
+        **result.extras,
+    }
+    out.result(data, lambda: _show_demo(result))
+
+
+def _show_demo(result: Any) -> None:
     info(f"tiny base: {result.base}")
     training = result.extras.get("training", {})
     if training:

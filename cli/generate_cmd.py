@@ -6,7 +6,7 @@ import os
 
 import click
 
-from lorahub.cli.output import handle_errors, info, json_option, print_json, warn
+from lorahub.cli.output import Output, info, json_option, open_registry, warn
 from lorahub.errors import InvalidInputError
 
 
@@ -28,14 +28,13 @@ def parse_size(
 def resolve_adapters(prompt: str, refs: tuple[str, ...], mix: str | None) -> tuple[str, list]:
     """Prompt without <lora:> tags, and the AdapterSpecs of --mix, --adapter and the tags."""
     from lorahub.inference.requests import parse_prompt_tags
-    from lorahub.registry import Registry
     from lorahub.types import parse_weighted_ref, weight_warnings
 
     prompt, tag_members = parse_prompt_tags(prompt)
     members = [parse_weighted_ref(r) for r in refs] + tag_members
     for message in weight_warnings(members):
         warn(message)
-    with Registry() as registry:
+    with open_registry() as registry:
         return prompt, registry.resolve_request(members, mix)
 
 
@@ -93,7 +92,6 @@ def resolve_adapters(prompt: str, refs: tuple[str, ...], mix: str | None) -> tup
     "--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default=None, help="Weights dtype."
 )
 @json_option
-@handle_errors
 def generate(
     prompt: str,
     adapters: tuple[str, ...],
@@ -112,7 +110,7 @@ def generate(
     output: str,
     device: str | None,
     dtype: str | None,
-    as_json: bool,
+    out: Output,
 ) -> None:
     """Generate images with adapters and mixes; the PNGs record prompt, seed, adapters and hashes."""
     from lorahub.inference import Engine, GenerationRequest
@@ -125,16 +123,22 @@ def generate(
     prompt, specs = resolve_adapters(prompt, adapters, mix)
     check_families(specs, base_family(base), base)
     request = GenerationRequest(
-        prompt=prompt, negative_prompt=negative, adapters=specs, steps=steps, guidance=guidance,
-        seed=seed, width=width, height=height, n=count, scheduler=scheduler, clip_skip=clip_skip,
+        prompt=prompt,
+        negative_prompt=negative,
+        adapters=specs,
+        steps=steps,
+        guidance=guidance,
+        seed=seed,
+        width=width,
+        height=height,
+        n=count,
+        scheduler=scheduler,
+        clip_skip=clip_skip,
         base=base,
-    )  # fmt: skip
+    )
     request.validate()
     with Engine(base=base, device=device, dtype=dtype) as engine:
         result = engine.generate(request)
     paths = save_png(result.images, result.record, output)
-    if as_json:
-        print_json({"files": [str(p) for p in paths], "record": result.record})
-    else:
-        for path in paths:
-            info(f"wrote {path}")
+    data = {"files": [str(p) for p in paths], "record": result.record}
+    out.result(data, lambda: info("\n".join(f"wrote {path}" for path in paths)))

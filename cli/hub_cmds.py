@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from lorahub.cli.output import (
+    Output,
     console,
-    handle_errors,
     info,
     json_option,
     kv,
-    print_json,
+    open_registry,
     progress,
     table,
 )
@@ -40,20 +42,39 @@ from lorahub.cli.output import (
 )
 @click.option("--dry-run", is_flag=True, help="Show the card and the files; upload nothing.")
 @json_option
-@handle_errors
-def push(ref: str, repo: str, private: bool, revision: str | None, message: str | None, also: tuple[str, ...],
-         license_: str | None, recipe: bool, dry_run: bool, as_json: bool) -> None:  # fmt: skip
+def push(
+    ref: str,
+    repo: str,
+    private: bool,
+    revision: str | None,
+    message: str | None,
+    also: tuple[str, ...],
+    license_: str | None,
+    recipe: bool,
+    dry_run: bool,
+    out: Output,
+) -> None:
     """Publish an adapter (or a mix) to the Hugging Face Hub, with a model card."""
     from lorahub.hub import push_adapter
 
-    with progress(f"push {ref}", quiet=as_json or dry_run) as advance:
+    with open_registry() as reg, progress(f"push {ref}", quiet=out.json or dry_run) as advance:
         result = push_adapter(
-            ref, repo, private=private, revision=revision, message=message, also=also,
-            dry_run=dry_run, license=license_, recipe=recipe, progress=advance,
-        )  # fmt: skip
-    if as_json:
-        print_json(result.to_json())
-        return
+            ref,
+            repo,
+            private=private,
+            revision=revision,
+            message=message,
+            also=also,
+            dry_run=dry_run,
+            license=license_,
+            recipe=recipe,
+            progress=advance,
+            registry=reg,
+        )
+    out.result(result.to_json(), lambda: _show_push(result))
+
+
+def _show_push(result: Any) -> None:
     rows = [
         (
             f.path_in_repo,
@@ -89,7 +110,6 @@ def push(ref: str, repo: str, private: bool, revision: str | None, message: str 
 @click.option("--version", help="Register as a new version of an existing name.")
 @click.option("--force", is_flag=True, help="Replace an adapter registered under the same name.")
 @json_option
-@handle_errors
 def pull(
     repo: str,
     name: str | None,
@@ -97,19 +117,33 @@ def pull(
     revision: str | None,
     version: str | None,
     force: bool,
-    as_json: bool,
+    out: Output,
 ) -> None:
     """Download an adapter from the Hub (REPO[@REV]) and register it."""
     from lorahub.hub import pull_adapter
 
-    record = pull_adapter(
-        repo, revision=revision, name=name, filename=filename, version=version, force=force
-    )
-    if as_json:
-        print_json(record.to_json())
-        return
+    with open_registry() as reg:
+        record = pull_adapter(
+            repo,
+            revision=revision,
+            name=name,
+            filename=filename,
+            version=version,
+            force=force,
+            registry=reg,
+        )
+    out.result(record.to_json(), lambda: _show_pull(record))
+
+
+def _show_pull(record: Any) -> None:
     kv(
         f"pulled {record.ref}",
-        [("path", record.path), ("format", record.format), ("base", record.base_family),
-         ("rank", record.rank), ("trigger words", ", ".join(record.trigger_words)), ("sha256", record.sha256)],
-    )  # fmt: skip
+        [
+            ("path", record.path),
+            ("format", record.format),
+            ("base", record.base_family),
+            ("rank", record.rank),
+            ("trigger words", ", ".join(record.trigger_words)),
+            ("sha256", record.sha256),
+        ],
+    )

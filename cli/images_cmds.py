@@ -6,13 +6,7 @@ from typing import Any
 
 import click
 
-from lorahub.cli.output import handle_errors, info, json_option, print_json, table
-
-
-def _registry() -> Any:
-    from lorahub.registry import Registry
-
-    return Registry()
+from lorahub.cli.output import Output, info, json_option, open_registry, table
 
 
 @click.group()
@@ -20,10 +14,11 @@ def images() -> None:
     """An adapter's example images (the first is its preview)."""
 
 
-def _show(ref: str, records: list[Any], as_json: bool) -> None:
-    if as_json:
-        print_json([r.to_json() for r in records])
-        return
+def _show(out: Output, ref: str, records: list[Any]) -> None:
+    out.result([r.to_json() for r in records], lambda: _image_table(ref, records))
+
+
+def _image_table(ref: str, records: list[Any]) -> None:
     rows = []
     for r in records:
         p = r.params or {}
@@ -37,30 +32,28 @@ def _show(ref: str, records: list[Any], as_json: bool) -> None:
 @click.argument("ref")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @json_option
-@handle_errors
-def images_add(ref: str, files: tuple[str, ...], as_json: bool) -> None:
+def images_add(ref: str, files: tuple[str, ...], out: Output) -> None:
     """Add example images to an adapter (their generation parameters are read and kept)."""
-    _show(ref, _registry().add_images(ref, list(files)), as_json)
+    with open_registry() as reg:
+        _show(out, ref, reg.add_images(ref, list(files)))
 
 
 @images.command("list")
 @click.argument("ref")
 @json_option
-@handle_errors
-def images_list(ref: str, as_json: bool) -> None:
+def images_list(ref: str, out: Output) -> None:
     """List an adapter's example images."""
-    _show(ref, _registry().images(ref), as_json)
+    with open_registry() as reg:
+        _show(out, ref, reg.images(ref))
 
 
 @images.command("rm")
 @click.argument("ref")
 @click.argument("which")
 @json_option
-@handle_errors
-def images_rm(ref: str, which: str, as_json: bool) -> None:
+def images_rm(ref: str, which: str, out: Output) -> None:
     """Remove one example image (by its position in `images list`, or its file name)."""
-    removed = _registry().remove_image(ref, which)
-    if as_json:
-        print_json(removed.to_json())
-    else:
-        info(f"removed image {removed.position} ({removed.file}) of {ref}")
+    with open_registry() as reg:
+        removed = reg.remove_image(ref, which)
+    text = f"removed image {removed.position} ({removed.file}) of {ref}"
+    out.result(removed.to_json(), lambda: info(text))

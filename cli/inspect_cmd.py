@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from lorahub.cli.output import handle_errors, json_option, kv, print_json, table, warn
+from lorahub.cli.output import Output, json_option, kv, open_registry, table, warn
 
 
 @click.command("inspect")
@@ -23,9 +23,8 @@ from lorahub.cli.output import handle_errors, json_option, kv, print_json, table
     "--hash", "with_hash", is_flag=True, help="Compute sha256/AutoV2 and the tensor hash/AutoV3."
 )
 @click.option("--trust-pickle", is_flag=True, help="Load .ckpt/.pt/.bin files (weights_only=True).")
-@handle_errors
 def inspect(
-    target: str, as_json: bool, with_spectrum: bool, with_hash: bool, trust_pickle: bool
+    target: str, out: Output, with_spectrum: bool, with_hash: bool, trust_pickle: bool
 ) -> None:
     """Inspect an adapter file or registered adapter without loading it whole."""
     from lorahub.formats import inspect_file
@@ -37,13 +36,10 @@ def inspect(
         from lorahub.formats import spectrum
 
         spec = spectrum(path, trust_pickle=trust_pickle)
-    if as_json:
-        data = info.to_json()
-        if spec is not None:
-            data["spectrum"] = spec
-        print_json(data)
-        return
-    _render(info.to_json(), spec)
+    data = info.to_json()
+    out.result(
+        {**data, "spectrum": spec} if spec is not None else data, lambda: _render(data, spec)
+    )
 
 
 def _resolve(target: str) -> Path:
@@ -51,9 +47,8 @@ def _resolve(target: str) -> Path:
     path = Path(target).expanduser()
     if path.exists() or path.is_symlink():  # a broken link: the reader says so, not "no name"
         return path
-    from lorahub.registry import Registry
-
-    return Path(Registry().get_adapter(target).path)
+    with open_registry() as reg:
+        return Path(reg.get_adapter(target).path)
 
 
 def _render(info: dict[str, Any], spec: dict[str, Any] | None) -> None:

@@ -6,16 +6,7 @@ from typing import Any
 
 import click
 
-from lorahub.cli.output import (
-    handle_errors,
-    info,
-    json_option,
-    kv,
-    print_json,
-    progress,
-    table,
-    warn,
-)
+from lorahub.cli.output import Output, info, json_option, kv, open_registry, table, warn
 
 FORMATS = click.Choice(["diffusers", "kohya", "peft"])
 MEMBER_OPTIONS = [
@@ -38,12 +29,6 @@ def member_options(func: Any) -> Any:
     return func
 
 
-def _registry() -> Any:
-    from lorahub.registry import Registry
-
-    return Registry()
-
-
 def _members(
     refs: tuple[str, ...], unet_only: bool, te: float | None, blocks: tuple[str, ...]
 ) -> list[Any]:
@@ -52,11 +37,12 @@ def _members(
     return parse_members(refs, unet_only=unet_only, te=te, blocks=blocks)
 
 
-def _show_report(report: Any, as_json: bool, verbose: bool = True) -> None:
-    """The fidelity report: a summary, the worst modules (all with -v), then warnings."""
-    if as_json:
-        print_json(report.to_json())
-        return
+def _show_report(out: Output, report: Any, verbose: bool = True) -> None:
+    """The report of an operation: its JSON, or a summary, the worst modules, then warnings."""
+    out.result(report.to_json(), lambda: _print_report(report, verbose))
+
+
+def _print_report(report: Any, verbose: bool) -> None:
     lo, hi = report.rank_out
     rows = sorted(report.modules, key=lambda m: -m.rel_error)
     shown = rows if verbose else rows[:10]
@@ -95,7 +81,6 @@ def mix() -> None:
 @click.option("--description", "-d", default=None, help="A line about the mix.")
 @click.option("--force", is_flag=True, help="Replace a mix of the same name.")
 @json_option
-@handle_errors
 def mix_create(
     name: str,
     members: tuple[str, ...],
@@ -104,27 +89,34 @@ def mix_create(
     blocks: tuple[str, ...],
     description: str | None,
     force: bool,
-    as_json: bool,
+    out: Output,
 ) -> None:
     """Create mix NAME from weighted references REF[:W] or REF:unet=W,te=W."""
     from lorahub.types import weight_warnings
 
     parsed = _members(members, unet_only, te, blocks)
-    record = _registry().create_mix(name, parsed, description=description, force=force)
-    if as_json:
-        print_json(record.to_json())
-        return
-    for w in weight_warnings(parsed):
-        warn(w)
-    _show_mix(record)
+    with open_registry() as reg:
+        record = reg.create_mix(name, parsed, description=description, force=force)
+
+    def show() -> None:
+        for w in weight_warnings(parsed):
+            warn(w)
+        _show_mix(record)
+
+    out.result(record.to_json(), show)
 
 
 def _show_mix(record: Any) -> None:
     rows = [
-        (m.ref, n or "-", f"{m.weight:g}", "-" if m.te_weight is None else f"{m.te_weight:g}",
-         ",".join(f"{k}:{v:g}" for k, v in (m.block_weights or {}).items()) or "-")
+        (
+            m.ref,
+            n or "-",
+            f"{m.weight:g}",
+            "-" if m.te_weight is None else f"{m.te_weight:g}",
+            ",".join(f"{k}:{v:g}" for k, v in (m.block_weights or {}).items()) or "-",
+        )
         for m, n in zip(record.members, record.member_names, strict=True)
-    ]  # fmt: skip
+    ]
     title = f"mix {record.name} ({record.base_family or 'unknown base'})"
     table(title, ["member", "adapter", "unet", "te", "blocks"], rows)
     if record.description:
@@ -138,39 +130,35 @@ def _show_mix(record: Any) -> None:
 @click.option("--dry-run", is_flag=True, help="Show what would be saved; save nothing.")
 @click.option("--force", is_flag=True, help="Replace a mix of that name.")
 @json_option
-@handle_errors
 def mix_from_image(
-    image: str, name: str, allow_missing: bool, dry_run: bool, force: bool, as_json: bool
+    image: str, name: str, allow_missing: bool, dry_run: bool, force: bool, out: Output
 ) -> None:
     """Save the LoRA stack of an A1111, ComfyUI or lorahub image as a mix."""
     from lorahub.library.recipes import mix_from_image as run
 
-    result = run(
-        _registry(), image, name, allow_missing=allow_missing, force=force, dry_run=dry_run
-    )
-    if as_json:
-        print_json(result.to_json())
-    else:
-        rows = [(m.name, m.hash or "", f"{m.weight:g}", ref, how) for m, ref, how in result.found]
-        rows += [(m.name, m.hash or "", f"{m.weight:g}", "MISSING", "") for m in result.missing]
-        table(f"{result.recipe.tool} image", ["lora", "hash", "weight", "adapter", "by"], rows)
-        if result.mix is not None:
-            info(f"saved mix {result.mix.name} ({len(result.mix.members)} members)")
+    with open_registry() as reg:
+        result = run(reg, image, name, allow_missing=allow_missing, force=force, dry_run=dry_run)
+    out.result(result.to_json(), lambda: _show_recipe(result))
     if result.missing and not (allow_missing or dry_run):
         raise click.ClickException(
             f"not registered: {result.missing_text()}; nothing saved (--allow-missing saves the rest)"
         )
 
 
+def _show_recipe(result: Any) -> None:
+    rows = [(m.name, m.hash or "", f"{m.weight:g}", ref, how) for m, ref, how in result.found]
+    rows += [(m.name, m.hash or "", f"{m.weight:g}", "MISSING", "") for m in result.missing]
+    table(f"{result.recipe.tool} image", ["lora", "hash", "weight", "adapter", "by"], rows)
+    if result.mix is not None:
+        info(f"saved mix {result.mix.name} ({len(result.mix.members)} members)")
+
+
 @mix.command("list")
 @json_option
-@handle_errors
-def mix_list(as_json: bool) -> None:
+def mix_list(out: Output) -> None:
     """List mixes."""
-    mixes = _registry().list_mixes()
-    if as_json:
-        print_json([m.to_json() for m in mixes])
-        return
+    with open_registry() as reg:
+        mixes = reg.list_mixes()
     rows = [
         (
             m.name,
@@ -180,33 +168,30 @@ def mix_list(as_json: bool) -> None:
         )
         for m in mixes
     ]
-    table("mixes", ["name", "base", "members", "description"], rows)
+    out.result(
+        [m.to_json() for m in mixes],
+        lambda: table("mixes", ["name", "base", "members", "description"], rows),
+    )
 
 
 @mix.command("show")
 @click.argument("name")
 @json_option
-@handle_errors
-def mix_show(name: str, as_json: bool) -> None:
+def mix_show(name: str, out: Output) -> None:
     """Show one mix."""
-    record = _registry().get_mix(name)
-    if as_json:
-        print_json(record.to_json())
-    else:
-        _show_mix(record)
+    with open_registry() as reg:
+        record = reg.get_mix(name)
+    out.result(record.to_json(), lambda: _show_mix(record))
 
 
 @mix.command("rm")
 @click.argument("name")
 @json_option
-@handle_errors
-def mix_rm(name: str, as_json: bool) -> None:
+def mix_rm(name: str, out: Output) -> None:
     """Remove a mix (its adapters stay)."""
-    _registry().remove_mix(name)
-    if as_json:
-        print_json({"removed": name})
-    else:
-        info(f"removed mix {name}")
+    with open_registry() as reg:
+        reg.remove_mix(name)
+    out.result({"removed": name}, lambda: info(f"removed mix {name}"))
 
 
 def output_options(func: Any) -> Any:
@@ -219,8 +204,13 @@ def output_options(func: Any) -> Any:
 @click.command()
 @click.argument("members", nargs=-1)
 @click.option("--mix", "mix_name", default=None, help="Merge the members of this mix.")
-@click.option("--method", type=click.Choice(["cat", "svd", "linear", "ties", "dare"]), default="svd", show_default=True,
-              help="cat: exact (ranks add up); svd: truncate to --rank; linear: A and B combined separately (equal ranks); ties/dare: sparsified task vectors.")  # fmt: skip
+@click.option(
+    "--method",
+    type=click.Choice(["cat", "svd", "linear", "ties", "dare"]),
+    default="svd",
+    show_default=True,
+    help="cat: exact (ranks add up); svd: truncate to --rank; linear: A and B combined separately (equal ranks); ties/dare: sparsified task vectors.",
+)
 @click.option(
     "--rank",
     type=int,
@@ -238,7 +228,6 @@ def output_options(func: Any) -> Any:
 @member_options
 @output_options
 @json_option
-@handle_errors
 def merge(
     members: tuple[str, ...],
     mix_name: str | None,
@@ -253,16 +242,16 @@ def merge(
     name: str | None,
     output: str | None,
     force: bool,
-    as_json: bool,
+    out: Output,
 ) -> None:
     """Merge weighted adapters (REF[:W], files, or --mix NAME) into one adapter."""
     from lorahub.ops import api
     from lorahub.ops.merge import MergeOptions
 
     parsed = _members(members, unet_only, te, blocks)
-    with progress("merging", quiet=as_json) as bar:
+    with open_registry() as reg, out.progress("merging") as bar:
         report = api.merge(
-            _registry(),
+            reg,
             parsed,
             MergeOptions(method, rank, density, seed),
             api.Output(name, output, force),
@@ -270,7 +259,7 @@ def merge(
             format=fmt,
             progress=bar,
         )
-    _show_report(report, as_json, verbose=False)
+    _show_report(out, report, verbose=False)
 
 
 def rank_options(func: Any) -> Any:
@@ -292,7 +281,6 @@ def rank_options(func: Any) -> Any:
 @click.option("--format", "fmt", type=FORMATS, default="diffusers", show_default=True)
 @output_options
 @json_option
-@handle_errors
 def resize(
     ref: str,
     rank: int | None,
@@ -301,14 +289,14 @@ def resize(
     name: str | None,
     output: str | None,
     force: bool,
-    as_json: bool,
+    out: Output,
 ) -> None:
     """Reduce an adapter's rank (truncated SVD per module), reporting the error per module."""
     from lorahub.ops import api
 
-    with progress("resizing", quiet=as_json) as bar:
+    with open_registry() as reg, out.progress("resizing") as bar:
         report = api.resize(
-            _registry(),
+            reg,
             ref,
             api.Output(name, output, force),
             rank=rank,
@@ -316,7 +304,7 @@ def resize(
             format=fmt,
             progress=bar,
         )
-    _show_report(report, as_json, verbose=False)
+    _show_report(out, report, verbose=False)
 
 
 @click.command()
@@ -325,7 +313,6 @@ def resize(
 @rank_options
 @output_options
 @json_option
-@handle_errors
 def export(
     ref: str,
     fmt: str,
@@ -334,7 +321,7 @@ def export(
     name: str | None,
     output: str | None,
     force: bool,
-    as_json: bool,
+    out: Output,
 ) -> None:
     """Convert an adapter to the diffusers, kohya (A1111/ComfyUI) or PEFT layout.
 
@@ -342,9 +329,10 @@ def export(
     """
     from lorahub.ops import api
 
-    out = api.Output(name, output, force)
-    report = api.export(_registry(), ref, out, format=fmt, rank=rank, energy=energy)
-    _show_report(report, as_json, verbose=False)
+    target = api.Output(name, output, force)
+    with open_registry() as reg:
+        report = api.export(reg, ref, target, format=fmt, rank=rank, energy=energy)
+    _show_report(out, report, verbose=False)
 
 
 @click.command()
@@ -367,22 +355,36 @@ def export(
 )
 @output_options
 @json_option
-@handle_errors
 def extract(
-    base: str, tuned: str, rank: int | None, energy: float | None, min_change: float | None,
-    fmt: str, trust_pickle: bool, name: str | None, output: str | None, force: bool, as_json: bool,
-) -> None:  # fmt: skip
+    base: str,
+    tuned: str,
+    rank: int | None,
+    energy: float | None,
+    min_change: float | None,
+    fmt: str,
+    trust_pickle: bool,
+    name: str | None,
+    output: str | None,
+    force: bool,
+    out: Output,
+) -> None:
     """Extract a LoRA (LoCon where convs changed) from a fine-tune and its base."""
     from lorahub.ops import api
     from lorahub.ops.extract import DEFAULT_MIN_CHANGE, ExtractOptions
 
     options = ExtractOptions(rank, energy, DEFAULT_MIN_CHANGE if min_change is None else min_change)
-    with progress("extracting", quiet=as_json) as bar:
+    with open_registry() as reg, out.progress("extracting") as bar:
         report = api.extract(
-            _registry(), base, tuned, options, api.Output(name, output, force),
-            format=fmt, trust_pickle=trust_pickle, progress=bar,
-        )  # fmt: skip
-    _show_report(report, as_json, verbose=False)
+            reg,
+            base,
+            tuned,
+            options,
+            api.Output(name, output, force),
+            format=fmt,
+            trust_pickle=trust_pickle,
+            progress=bar,
+        )
+    _show_report(out, report, verbose=False)
 
 
 @click.command()
@@ -400,7 +402,6 @@ def extract(
 @click.option("--force", is_flag=True, help="Replace an existing folder or model record.")
 @member_options
 @json_option
-@handle_errors
 def fuse(
     members: tuple[str, ...],
     base: str,
@@ -411,14 +412,14 @@ def fuse(
     unet_only: bool,
     te: float | None,
     blocks: tuple[str, ...],
-    as_json: bool,
+    out: Output,
 ) -> None:
     """Fuse weighted adapters into a full base model folder (not an adapter)."""
     from lorahub.ops import api
 
     parsed = _members(members, unet_only, te, blocks)
-    with progress("fusing", quiet=as_json) as bar:
+    with open_registry() as reg, out.progress("fusing") as bar:
         report = api.fuse(
-            _registry(), parsed, base, output, mix=mix_name, name=name, force=force, progress=bar
+            reg, parsed, base, output, mix=mix_name, name=name, force=force, progress=bar
         )
-    _show_report(report, as_json)
+    _show_report(out, report)

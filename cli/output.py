@@ -1,25 +1,23 @@
-"""The one output sink of the CLI: rich for people, `--json` for scripts, one error path.
+"""The one output sink of the CLI: rich for people, `--json` for scripts.
 
-Every command renders through here; library errors (LorahubError) become ClickException,
-so a user sees one clear line and a non-zero exit, never a traceback.
+A command that takes `@json_option` receives `out: Output`, whose mode `--json` set once:
+`out.result(data, show)` prints `data` as JSON or calls `show()` to draw it for people, and
+`out.table` / `out.kv` print as JSON in JSON mode. Library errors (LorahubError) are turned into
+one line and exit 1 by the command group (`lorahub.cli.LorahubGroup`), not here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from lorahub.errors import LorahubError
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+if TYPE_CHECKING:
+    from lorahub.registry import Registry
 
 
 def console(stderr: bool = False):  # -> rich.console.Console
@@ -27,19 +25,6 @@ def console(stderr: bool = False):  # -> rich.console.Console
     from rich.console import Console
 
     return Console(stderr=stderr, highlight=False, soft_wrap=False)
-
-
-def handle_errors(func: F) -> F:
-    """Turn LorahubError into a one-line ClickException (exit 1)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except LorahubError as exc:
-            raise click.ClickException(str(exc)) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def print_json(data: Any) -> None:
@@ -134,3 +119,67 @@ def progress(
             bar.update(task, **kwargs)
 
         yield advance
+
+
+class Output:
+    """Where a command's results go: rich tables for people, or JSON on stdout (`--json`)."""
+
+    def __init__(self, json_mode: bool = False) -> None:
+        self.json = json_mode
+
+    def result(self, data: Any, show: Callable[[], None]) -> None:
+        """The command's result: `data` as JSON in JSON mode, else `show()` draws it for people."""
+        if self.json:
+            print_json(data)
+        else:
+            show()
+
+    def table(
+        self, title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """A table; in JSON mode a list of `{column: cell}` objects."""
+        if self.json:
+            print_json([dict(zip(columns, row, strict=True)) for row in rows])
+        else:
+            table(title, columns, rows)
+
+    def kv(self, title: str, pairs: Sequence[tuple[str, Any]]) -> None:
+        """Key/value pairs; in JSON mode one object."""
+        if self.json:
+            print_json(dict(pairs))
+        else:
+            kv(title, pairs)
+
+    def progress(self, description: str, total: float | None = None) -> Any:
+        """A progress bar on stderr, quiet in JSON mode; yields `advance(n=1, **fields)`."""
+        return progress(description, total, quiet=self.json)
+
+    @staticmethod
+    def info(message: str) -> None:
+        """A line for people on stderr (in both modes: stdout stays parseable)."""
+        info(message)
+
+    @staticmethod
+    def warn(message: str) -> None:
+        """A warning line on stderr (in both modes)."""
+        warn(message)
+
+
+def _output_mode(ctx: click.Context, param: click.Parameter, value: bool) -> Output:
+    return Output(json_mode=value)
+
+
+json_option = click.option(
+    "--json", "out", is_flag=True, callback=_output_mode, help="Print JSON for scripts."
+)
+"""`--json`, set once: the command receives `out: Output` in the mode it selects."""
+
+
+def open_registry(path: Any = None, *, migrate: bool = True) -> Registry:
+    """The user's registry, for `with open_registry() as reg:` (imported here, not at --help).
+
+    `migrate=False`: read-only and as it is, pending migrations and all (`db status`).
+    """
+    from lorahub.registry import Registry
+
+    return Registry(path, migrate=migrate)

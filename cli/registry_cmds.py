@@ -1,4 +1,4 @@
-"""Registry commands: add, scan, list, show, tag, untag, rm, verify, db status/example."""
+"""Registry commands: add, scan, list, show, rm, verify (tag/untag: tag_cmds, db: db_cmds)."""
 
 from __future__ import annotations
 
@@ -11,26 +11,17 @@ from typing import Any
 import click
 
 from lorahub.cli.output import (
+    Output,
     console,
     escape,
-    handle_errors,
-    info,
     json_option,
     kv,
-    print_json,
-    progress,
+    open_registry,
     table,
-    warn,
 )
 
 SORT_CHOICES = ["name", "created", "size", "rank"]
 SCAN_LIST_LIMIT = 50
-
-
-def _registry():  # -> lorahub.registry.Registry
-    from lorahub.registry import Registry
-
-    return Registry()
 
 
 def human_size(n: int | None) -> str:
@@ -105,15 +96,21 @@ def adapter_table(title: str, records: list[Any], width: int | None = None) -> N
     )
     tags_width = max(4, min(natural["tags"], out.width - fixed(cols) - name_width))
     t = Table(
-        title=title, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False,
+        title=title,
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        show_edge=False,
         collapse_padding=True,
-    )  # fmt: skip
+    )
     for col in cols:
         width = {"name": name_width, "tags": tags_width}.get(col, natural[col])
         t.add_column(
-            col, width=width, overflow="fold",
+            col,
+            width=width,
+            overflow="fold",
             justify="right" if col in ("rank", "alpha", "size") else "left",
-        )  # fmt: skip
+        )
     keep = [ADAPTER_COLUMNS.index(c) for c in cols]
     for row in rows:
         t.add_row(*(escape(row[i]) for i in keep))
@@ -143,18 +140,34 @@ def adapter_table(title: str, records: list[Any], width: int | None = None) -> N
     help="Allow .ckpt/.pt/.bin files (loaded with weights_only=True).",
 )
 @json_option
-@handle_errors
-def add(path: Path, name: str | None, version: str | None, tags: tuple[str, ...], description: str | None,
-        triggers: tuple[str, ...], copy: bool, force: bool, no_hash: bool, trust_pickle: bool, as_json: bool) -> None:  # fmt: skip
+def add(
+    path: Path,
+    name: str | None,
+    version: str | None,
+    tags: tuple[str, ...],
+    description: str | None,
+    triggers: tuple[str, ...],
+    copy: bool,
+    force: bool,
+    no_hash: bool,
+    trust_pickle: bool,
+    out: Output,
+) -> None:
     """Register an adapter file (or every adapter in a folder)."""
-    records = _registry().add_path(
-        path, name=name, version=version, tags=tags, copy=copy, force=force, description=description,
-        trigger_words=list(triggers) or None, hash=not no_hash, trust_pickle=trust_pickle,
-    )  # fmt: skip
-    if as_json:
-        print_json([r.to_json() for r in records])
-        return
-    adapter_table("added", records)
+    with open_registry() as reg:
+        records = reg.add_path(
+            path,
+            name=name,
+            version=version,
+            tags=tags,
+            copy=copy,
+            force=force,
+            description=description,
+            trigger_words=list(triggers) or None,
+            hash=not no_hash,
+            trust_pickle=trust_pickle,
+        )
+    out.result([r.to_json() for r in records], lambda: adapter_table("added", records))
 
 
 @click.command()
@@ -164,37 +177,40 @@ def add(path: Path, name: str | None, version: str | None, tags: tuple[str, ...]
     "--trust-pickle", is_flag=True, help="Also read .ckpt/.pt/.bin files (weights_only=True)."
 )
 @click.option(
-    "--refresh-sidecars", is_flag=True,
+    "--refresh-sidecars",
+    is_flag=True,
     help="Re-read every sidecar (.civitai.info, A1111 .json, ...), changed or not.",
-)  # fmt: skip
+)
 @click.option(
-    "--workers", type=click.IntRange(0, 64), default=None,
+    "--workers",
+    type=click.IntRange(0, 64),
+    default=None,
     help="Processes reading files in a big scan (default: the usable cores; 0 or 1: none).",
-)  # fmt: skip
+)
 @json_option
-@handle_errors
 def scan(
     folder: Path,
     no_hash: bool,
     trust_pickle: bool,
     refresh_sidecars: bool,
     workers: int | None,
-    as_json: bool,
+    out: Output,
 ) -> None:
     """Index every adapter under a folder, incrementally, with other tools' sidecar files."""
     from lorahub.registry.prefetch import default_workers, usable_cores
 
     if workers is None:
         workers = default_workers(usable_cores())
-    with progress("scanning", quiet=as_json) as advance:
-        report = _registry().scan(
-            folder, hash=not no_hash, trust_pickle=trust_pickle, progress=advance,
-            refresh_sidecars=refresh_sidecars, workers=workers,
-        )  # fmt: skip
-    if as_json:
-        print_json(report.to_json())
-        return
-    _print_scan(report, no_hash)
+    with open_registry() as reg, out.progress("scanning") as advance:
+        report = reg.scan(
+            folder,
+            hash=not no_hash,
+            trust_pickle=trust_pickle,
+            progress=advance,
+            refresh_sidecars=refresh_sidecars,
+            workers=workers,
+        )
+    out.result(report.to_json(), lambda: _print_scan(out, report, no_hash))
 
 
 def _under(root: str, path: str) -> str:
@@ -202,7 +218,7 @@ def _under(root: str, path: str) -> str:
     return os.path.relpath(path, root) if path.startswith(root.rstrip(os.sep) + os.sep) else path
 
 
-def _print_scan(report: Any, no_hash: bool) -> None:
+def _print_scan(out: Output, report: Any, no_hash: bool) -> None:
     counts = [
         (k, len(getattr(report, k)))
         for k in (
@@ -236,7 +252,7 @@ def _print_scan(report: Any, no_hash: bool) -> None:
     if rows:
         table(None, ["", "name", "path", "detail"], rows)
     if no_hash:
-        info(
+        out.info(
             "hashes were not computed (--no-hash): duplicates and moves are found once files are hashed (lorahub verify)"
         )
 
@@ -261,32 +277,49 @@ def _print_scan(report: Any, no_hash: bool) -> None:
 )
 @click.option("-n", "--limit", type=int, help="At most this many rows.")
 @json_option
-@handle_errors
-def list_cmd(tags: tuple[str, ...], base: str | None, fmt: str | None, min_rank: int | None, max_rank: int | None,
-             search: str | None, sort: str, published: bool | None, limit: int | None, as_json: bool) -> None:  # fmt: skip
+def list_cmd(
+    tags: tuple[str, ...],
+    base: str | None,
+    fmt: str | None,
+    min_rank: int | None,
+    max_rank: int | None,
+    search: str | None,
+    sort: str,
+    published: bool | None,
+    limit: int | None,
+    out: Output,
+) -> None:
     """List registered adapters."""
-    records = _registry().list_adapters(
-        tags=tags, base=base, format=fmt, min_rank=min_rank, max_rank=max_rank, search=search,
-        sort=sort, published=published, limit=limit,
-    )  # fmt: skip
-    if as_json:
-        print_json([r.to_json() for r in records])
-        return
-    adapter_table(f"{len(records)} adapter(s)", records)
+    with open_registry() as reg:
+        records = reg.list_adapters(
+            tags=tags,
+            base=base,
+            format=fmt,
+            min_rank=min_rank,
+            max_rank=max_rank,
+            search=search,
+            sort=sort,
+            published=published,
+            limit=limit,
+        )
+    out.result(
+        [r.to_json() for r in records], lambda: adapter_table(f"{len(records)} adapter(s)", records)
+    )
 
 
 @click.command()
 @click.argument("ref")
 @json_option
-@handle_errors
-def show(ref: str, as_json: bool) -> None:
+def show(ref: str, out: Output) -> None:
     """Show everything known about one adapter."""
-    registry = _registry()
-    record = registry.get_adapter(ref)
-    edges = registry.lineage(record.ref)
-    if as_json:
-        print_json({**record.to_json(), "lineage": [e.to_json() for e in edges]})
-        return
+    with open_registry() as reg:
+        record = reg.get_adapter(ref)
+        edges = reg.lineage(record.ref)
+    data = {**record.to_json(), "lineage": [e.to_json() for e in edges]}
+    out.result(data, lambda: _show_adapter(record, edges))
+
+
+def _show_adapter(record: Any, edges: list[Any]) -> None:
     kv(record.ref, _show_pairs(record))
     if record.summary:
         kv("training / metadata summary", [(k, _text(v)) for k, v in record.summary.items()])
@@ -343,64 +376,32 @@ def _show_pairs(r: Any) -> list[tuple[str, Any]]:
     rank = "" if r.rank is None else f"{_rank_text(r)}; modules per rank {_text(r.rank_summary)}"
     base = r.base_family + (f" (conflict: {r.base_conflict})" if r.base_conflict else "")
     return [
-        ("path", r.path), ("size", f"{human_size(r.size)} ({r.size} bytes)"),
-        ("sha256", r.sha256 or "(not hashed yet)"), ("AutoV2", r.autov2 or ""),
-        ("tensor sha256", r.tensor_sha256 or ""), ("AutoV3", r.autov3 or ""),
-        ("format", r.format), ("network", r.network_type), ("base", base),
-        ("base evidence", "; ".join(r.base_evidence)), ("components", ", ".join(r.components)),
-        ("rank", rank), ("alpha", "" if r.alpha is None else r.alpha), ("dtype", r.dtype or ""),
+        ("path", r.path),
+        ("size", f"{human_size(r.size)} ({r.size} bytes)"),
+        ("sha256", r.sha256 or "(not hashed yet)"),
+        ("AutoV2", r.autov2 or ""),
+        ("tensor sha256", r.tensor_sha256 or ""),
+        ("AutoV3", r.autov3 or ""),
+        ("format", r.format),
+        ("network", r.network_type),
+        ("base", base),
+        ("base evidence", "; ".join(r.base_evidence)),
+        ("components", ", ".join(r.components)),
+        ("rank", rank),
+        ("alpha", "" if r.alpha is None else r.alpha),
+        ("dtype", r.dtype or ""),
         ("parameters", f"{r.param_count:,}" if r.param_count is not None else ""),
-        ("modules", r.module_count), ("targets", ", ".join(r.targets)),
-        ("trigger words", ", ".join(r.trigger_words)), ("description", r.description or ""),
-        ("source", r.source + (" (managed copy)" if r.managed else "")), ("tags", ", ".join(r.tags)),
-        ("metadata keys", len(r.metadata or {})), ("preview", r.preview or ""),
-        ("created", r.created_at), ("updated", r.updated_at),
-    ]  # fmt: skip
-
-
-WHERE_HELP = "Every adapter matching these `list` filters, e.g. 'base=sdxl tag=style min-rank=8' (keys: tag, base, format, min-rank, max-rank, q, published); then every argument is a tag."
-
-
-def _tag_command(add: bool) -> Any:
-    verb = "tag" if add else "untag"
-    about = (
-        "Add tags to an adapter, or to every adapter --where selects."
-        if add
-        else "Remove tags from an adapter, or from every adapter --where selects."
-    )
-
-    @click.command(name=verb, help=about)
-    @click.argument("args", nargs=-1, required=True, metavar="[REF] TAGS...")
-    @click.option("--where", default=None, help=WHERE_HELP)
-    @click.option("--dry-run", is_flag=True, help="With --where: show what would change.")
-    @json_option
-    @handle_errors
-    def command(args: tuple[str, ...], where: str | None, dry_run: bool, as_json: bool) -> None:
-        registry = _registry()
-        if where is None:
-            if len(args) < 2:
-                raise click.UsageError("give REF and at least one tag (or --where FILTERS TAGS...)")
-            record = registry.tag(args[0], args[1:]) if add else registry.untag(args[0], args[1:])
-            if as_json:
-                print_json(record.to_json())
-            else:
-                info(f"{record.ref}: {', '.join(record.tags) or '(no tags)'}")
-            return
-        changes = registry.bulk_tag(
-            where, add=args if add else (), remove=() if add else args, dry_run=dry_run
-        )
-        if as_json:
-            print_json([c.to_json() for c in changes])
-            return
-        rows = [(c.ref, ", ".join(c.before), ", ".join(c.after)) for c in changes]
-        title = f"{len(changes)} adapter(s) {'would change' if dry_run else 'changed'}"
-        table(title, ["adapter", "tags before", "tags after"], rows)
-
-    return command
-
-
-tag = _tag_command(add=True)
-untag = _tag_command(add=False)
+        ("modules", r.module_count),
+        ("targets", ", ".join(r.targets)),
+        ("trigger words", ", ".join(r.trigger_words)),
+        ("description", r.description or ""),
+        ("source", r.source + (" (managed copy)" if r.managed else "")),
+        ("tags", ", ".join(r.tags)),
+        ("metadata keys", len(r.metadata or {})),
+        ("preview", r.preview or ""),
+        ("created", r.created_at),
+        ("updated", r.updated_at),
+    ]
 
 
 @click.command()
@@ -409,29 +410,27 @@ untag = _tag_command(add=False)
     "--delete-file", is_flag=True, help="Also delete the adapter file (never done otherwise)."
 )
 @json_option
-@handle_errors
-def rm(ref: str, delete_file: bool, as_json: bool) -> None:
+def rm(ref: str, delete_file: bool, out: Output) -> None:
     """Remove an adapter from the registry (the file stays unless --delete-file)."""
-    record = _registry().remove_adapter(ref, delete_file=delete_file)
-    if as_json:
-        print_json({"removed": record.ref, "path": record.path, "file_deleted": delete_file})
-        return
-    info(
-        f"removed {record.ref}"
-        + (f" and deleted {record.path}" if delete_file else f" (file kept: {record.path})")
+    with open_registry() as reg:
+        record = reg.remove_adapter(ref, delete_file=delete_file)
+    kept = f" and deleted {record.path}" if delete_file else f" (file kept: {record.path})"
+    out.result(
+        {"removed": record.ref, "path": record.path, "file_deleted": delete_file},
+        lambda: out.info(f"removed {record.ref}{kept}"),
     )
 
 
 @click.command()
 @json_option
-@handle_errors
-def verify(as_json: bool) -> None:
+def verify(out: Output) -> None:
     """Re-hash registered files: find moved, changed or missing ones."""
-    with progress("verifying", quiet=as_json) as advance:
-        report = _registry().verify(progress=advance)
-    if as_json:
-        print_json(report.to_json())
-        return
+    with open_registry() as reg, out.progress("verifying") as advance:
+        report = reg.verify(progress=advance)
+    out.result(report.to_json(), lambda: _print_verify(out, report))
+
+
+def _print_verify(out: Output, report: Any) -> None:
     table(
         "verify",
         ["result", "files"],
@@ -445,50 +444,4 @@ def verify(as_json: bool) -> None:
     if rows:
         table(None, ["", "name", "path", "detail"], rows)
     if report.changed or report.missing or report.errors:
-        warn("some files changed or are missing: rescan their folder, or rm the records")
-
-
-@click.group()
-def db() -> None:
-    """Registry database maintenance."""
-
-
-@db.command(name="status")
-@json_option
-@handle_errors
-def db_status(as_json: bool) -> None:
-    """Show applied and pending migrations."""
-    registry = _registry()
-    rows = registry.status()
-    if as_json:
-        print_json(
-            {"path": str(registry.path), "migrations": [{"name": n, "applied": a} for n, a in rows]}
-        )
-        return
-    table(
-        f"migrations of {registry.path}",
-        ["migration", "state"],
-        [(n, "applied" if a else "pending") for n, a in rows],
-    )
-
-
-@db.command(name="example")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("registry.db.example"),
-    show_default=True,
-)
-@click.option(
-    "--schema-only",
-    is_flag=True,
-    help="Only the schema, without the demo adapters (no torch needed).",
-)
-@handle_errors
-def db_example(output: Path, schema_only: bool) -> None:
-    """Write an example registry built from the migrations and the demo adapters."""
-    from lorahub.registry.example import demo_adapters, write_example
-
-    write_example(output, example_adapters=None if schema_only else demo_adapters)
-    info(f"wrote {output}")
+        out.warn("some files changed or are missing: rescan their folder, or rm the records")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from lorahub.cli.output import handle_errors, info, print_text, warn
+from lorahub.cli.output import info, open_registry, print_text, warn
 
 if TYPE_CHECKING:
     from lorahub.server.ray_config import RaySettings
@@ -156,7 +156,6 @@ def is_loopback(host: str) -> bool:
     show_default=True,
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
 )
-@handle_errors
 def serve(
     host: str,
     port: int,
@@ -186,25 +185,46 @@ def serve(
 
     if on_ray or print_config:
         settings = ray_settings(
-            token=token, device=device, dtype=dtype, replicas=replicas, max_replicas=max_replicas,
-            num_gpus=gpus_per_replica, num_cpus=cpus_per_replica, max_sets=sets_per_replica,
-            max_set_adapters=max_set_adapters, max_queue=max_queue, max_work=max_work, host=host,
-            port=port, allowed_hosts=allowed_hosts, base=base,
-        )  # fmt: skip
+            token=token,
+            device=device,
+            dtype=dtype,
+            replicas=replicas,
+            max_replicas=max_replicas,
+            num_gpus=gpus_per_replica,
+            num_cpus=cpus_per_replica,
+            max_sets=sets_per_replica,
+            max_set_adapters=max_set_adapters,
+            max_queue=max_queue,
+            max_work=max_work,
+            host=host,
+            port=port,
+            allowed_hosts=allowed_hosts,
+            base=base,
+        )
         return serve_ray(settings, ray_address, print_config)
 
-    from lorahub.server import create_app
+    from lorahub.server import AppOptions, create_app
 
     if not token and not is_loopback(host):
         warn_open_bind(host)
     slots = plan_slot_specs(base, slot_refs) if compile_ else ()
     if compile_:
         info(f"compiled mode: hot-swap slots planned from {len(slots)} adapter(s)")
-    app = create_app(
-        token=token, max_queue=max_queue, base=base, device=device, dtype=dtype,
-        compile=compile_, warm=True, slot_adapters=slots, slot_rank=slot_rank,
-        bind_host=host, allowed_hosts=allowed_hosts, max_work=max_work,
-    )  # fmt: skip
+    options = AppOptions(
+        token=token,
+        max_queue=max_queue,
+        base=base,
+        device=device,
+        dtype=dtype,
+        compile=compile_,
+        warm=True,
+        slot_adapters=slots,
+        slot_rank=slot_rank,
+        bind_host=host,
+        allowed_hosts=allowed_hosts,
+        max_work=max_work,
+    )
+    app = create_app(options)
     guard = "bearer token required" if token else "no token"
     info(f"lorahub serving {base} on http://{_url_host(host)}:{port} ({guard}; docs at /docs)")
     uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)
@@ -244,11 +264,10 @@ def plan_slot_specs(base: str, refs: tuple[str, ...]) -> tuple[AdapterSpec, ...]
     from lorahub.errors import InvalidInputError, LorahubError
     from lorahub.inference import hotswap
     from lorahub.inference.pipelines import base_family, check_families
-    from lorahub.registry import Registry
     from lorahub.types import MixMember
 
     family = base_family(base)
-    with Registry() as registry:
+    with open_registry() as registry:
         if refs:
             specs = registry.resolve_members([MixMember(ref=r) for r in refs])
             check_families(specs, family, base)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from lorahub.cli.output import handle_errors, json_option, print_json, table
+from lorahub.cli.output import Output, json_option, open_registry, table
 
 
 @click.group()
@@ -17,18 +17,16 @@ def sidecars() -> None:
 @click.option("--all", "every", is_flag=True, help="Every registered adapter.")
 @click.option("--force", is_flag=True, help="Also replace sidecars changed after lorahub's record.")
 @json_option
-@handle_errors
-def sidecars_write(refs: tuple[str, ...], every: bool, force: bool, as_json: bool) -> None:
+def sidecars_write(refs: tuple[str, ...], every: bool, force: bool, out: Output) -> None:
     """Write A1111's NAME.json (description, activation text, ...) and NAME.preview.png."""
     from lorahub.library.sidecars_out import write_sidecars
-    from lorahub.registry import Registry
 
     if bool(refs) == every:
         raise click.UsageError("give adapter names, or --all")
-    with Registry() as reg:
+    with open_registry() as reg:
         records = reg.list_adapters() if every else [reg.get_adapter(r) for r in refs]
         done = [w for r in records for w in write_sidecars(r, reg.preview_path(r.ref), force=force)]
-    if as_json:
-        print_json([w.to_json() for w in done])
-        return
-    table("sidecars", ["adapter", "file", "result"], [(w.ref, w.path, w.action) for w in done])
+    rows = [(w.ref, w.path, w.action) for w in done]
+    out.result(
+        [w.to_json() for w in done], lambda: table("sidecars", ["adapter", "file", "result"], rows)
+    )

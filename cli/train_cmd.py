@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from lorahub.cli.output import escape, handle_errors, info, json_option, kv, print_json, warn
+from lorahub.cli.output import Output, escape, info, json_option, kv, warn
 from lorahub.training.config import FIELDS, TrainConfig, config_from_dict, load_config_file
 
 SPECIAL = {"resume"}  # fields whose option is written by hand below
@@ -140,17 +140,13 @@ def render(result: Any, holdout: int = 0) -> None:
 )
 @_with_config_options
 @json_option
-@handle_errors
-def train(config_file: str | None, resume: str | None, as_json: bool, **options: Any) -> None:
+def train(config_file: str | None, resume: str | None, out: Output, **options: Any) -> None:
     """Train a LoRA on a folder of images and captions (flags = TrainConfig fields)."""
     from lorahub.training import train as run_training
 
     cfg = build_config(config_file, options, resume)
-    if not as_json:
+    if not out.json:
         info(f"training {cfg.name or '(name from data folder)'} on {cfg.data} from {cfg.base}")
     with step_progress(quiet=False) as advance:
         result = run_training(cfg, progress=advance)
-    if as_json:
-        print_json(result.to_json())
-    else:
-        render(result, cfg.holdout)
+    out.result(result.to_json(), lambda: render(result, cfg.holdout))

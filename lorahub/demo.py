@@ -72,13 +72,22 @@ def train_demo_adapter(steps: int | None = None) -> Any:
     from lorahub.training import TrainConfig, train
 
     config = TrainConfig(
-        data="demo", name=DEMO_TRAINED, resolution=64, max_train_steps=steps or DEMO_STEPS,
-        batch_size=4, learning_rate=1e-3, rank=4, alpha=4.0, train_text_encoder=True,
+        data="demo",
+        name=DEMO_TRAINED,
+        resolution=64,
+        max_train_steps=steps or DEMO_STEPS,
+        batch_size=4,
+        learning_rate=1e-3,
+        rank=4,
+        alpha=4.0,
+        train_text_encoder=True,
         caption_dropout=0.1,
-        validation_prompts=(DEMO_PROMPT, "a purple square"), tags=("demo",),
-        trigger_words=("purple",), force=True,
+        validation_prompts=(DEMO_PROMPT, "a purple square"),
+        tags=("demo",),
+        trigger_words=("purple",),
+        force=True,
         description="Trained by `lorahub demo` on purple shapes: teaches the tiny base purple.",
-    )  # fmt: skip
+    )
     return train(config)
 
 
@@ -101,13 +110,16 @@ def _draw(registry: Any) -> tuple[Path, list[Path]]:
     out = lorahub_home() / "demo"
     with Engine(base="tiny") as engine:
         cells = [
-            [engine.generate(GenerationRequest(prompt=p, adapters=a, seed=1)).images[0]
-             for _, a in columns]
+            [
+                engine.generate(GenerationRequest(prompt=p, adapters=a, seed=1)).images[0]
+                for _, a in columns
+            ]
             for p in GRID_PROMPTS
-        ]  # fmt: skip
+        ]
         result = engine.generate(
             GenerationRequest(prompt=DEMO_PROMPT, adapters=columns[2][1], seed=1)
         )
-    grid = save_grid(labelled_grid(cells, list(GRID_PROMPTS), [c for c, _ in columns]),
-                     out / "grid.png")  # fmt: skip
+    grid = save_grid(
+        labelled_grid(cells, list(GRID_PROMPTS), [c for c, _ in columns]), out / "grid.png"
+    )
     return grid, save_png(result.images, result.record, out / "generated.png")

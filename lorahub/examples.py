@@ -52,15 +52,26 @@ class ExampleAdapter:
 
 DEMO_ADAPTERS = (
     ExampleAdapter(
-        "example-style", 4, 4.0, 1, False,
-        "Washes the colours out towards grey (UNet LoRA, rank 4).", ("monochrome",), style="grey",
+        "example-style",
+        4,
+        4.0,
+        1,
+        False,
+        "Washes the colours out towards grey (UNet LoRA, rank 4).",
+        ("monochrome",),
+        style="grey",
     ),
     ExampleAdapter(
-        "example-light", 8, 8.0, 2, True,
-        "Draws shapes in light, pastel colours (UNet + text-encoder LoRA, rank 8).", ("pastel",),
+        "example-light",
+        8,
+        8.0,
+        2,
+        True,
+        "Draws shapes in light, pastel colours (UNet + text-encoder LoRA, rank 8).",
+        ("pastel",),
         style="pastel",
     ),
-)  # fmt: skip
+)
 
 
 def write_example_adapter(
@@ -179,20 +190,34 @@ def _train_example(base: str, dest: Path, spec: ExampleAdapter) -> Path:
 
     with tempfile.TemporaryDirectory(prefix=".example-", dir=dest.parent) as work:
         data = demo_dataset(
-            Path(work) / "data", count=spec.images, size=64, seed=spec.seed,
+            Path(work) / "data",
+            count=spec.images,
+            size=64,
+            seed=spec.seed,
             background="dark" if spec.style == "dark" else "light",
             outline=spec.style == "outline",
             tint=spec.style if spec.style in ("pastel", "grey") else None,
-        )  # fmt: skip
+        )
         config = TrainConfig(
-            data=str(data), base=base, name=spec.name, output_dir=str(Path(work) / "run"),
-            resolution=64, rank=spec.rank, alpha=spec.alpha, learning_rate=spec.learning_rate,
-            max_train_steps=spec.steps, batch_size=4, train_text_encoder=spec.text_encoder,
+            data=str(data),
+            base=base,
+            name=spec.name,
+            output_dir=str(Path(work) / "run"),
+            resolution=64,
+            rank=spec.rank,
+            alpha=spec.alpha,
+            learning_rate=spec.learning_rate,
+            max_train_steps=spec.steps,
+            batch_size=4,
+            train_text_encoder=spec.text_encoder,
             caption_dropout=0.2,  # the empty prompt learns the style too: guidance keeps it
-            target_modules=spec.targets or STYLE_TARGETS, noise_offset=spec.noise_offset,
-            seed=spec.seed, register=False, validation_prompts=("a red circle",),
+            target_modules=spec.targets or STYLE_TARGETS,
+            noise_offset=spec.noise_offset,
+            seed=spec.seed,
+            register=False,
+            validation_prompts=("a red circle",),
             validation_inference_steps=4,
-        )  # fmt: skip
+        )
         with one_thread():  # the same bytes on every machine of a kind, whatever its cores
             result = train(config)
         with safe_open(str(result.weights_path), "pt") as fh:

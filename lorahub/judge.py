@@ -100,8 +100,10 @@ def _shape(fg: Any) -> tuple[str, float, bool]:
     top, bottom, left, right = rows.min(), rows.max(), cols.min(), cols.max()
     box = fg[top : bottom + 1, left : right + 1]
     bh, bw = box.shape
-    middle = box[int(bh * 0.45) : max(int(bh * 0.45) + 1, int(bh * 0.7)),
-                 int(bw * 0.4) : max(int(bw * 0.4) + 1, int(bw * 0.6))]  # fmt: skip
+    middle = box[
+        int(bh * 0.45) : max(int(bh * 0.45) + 1, int(bh * 0.7)),
+        int(bw * 0.4) : max(int(bw * 0.4) + 1, int(bw * 0.6)),
+    ]
     hollow = bool(middle.mean() < 0.3)
     fill = float(box.mean())
     widths = box.sum(axis=1).astype(float)

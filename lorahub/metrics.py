@@ -178,8 +178,11 @@ def render(
     return "\n".join(out) + "\n"
 
 
-TIERED = {"hits": "lorahub_adapter_cache_hits_total", "misses": "lorahub_adapter_cache_misses_total",
-          "evictions": "lorahub_adapter_evictions_total"}  # fmt: skip
+TIERED = {
+    "hits": "lorahub_adapter_cache_hits_total",
+    "misses": "lorahub_adapter_cache_misses_total",
+    "evictions": "lorahub_adapter_evictions_total",
+}
 ENGINE_HISTOGRAMS = {
     "swap_seconds": (
         "lorahub_swap_duration_seconds",

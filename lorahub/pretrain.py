@@ -124,8 +124,8 @@ def train_vae(recipe: Recipe, log: Log) -> tuple[dict[str, Any], float]:
         opt.step()
         sched.step()
         if step % 250 == 0 or step == recipe.vae_steps - 1:
-            log(f"vae {step + 1}/{recipe.vae_steps} loss {loss.item():.4f} "
-                f"({time.perf_counter() - t0:.0f} s)")  # fmt: skip
+            took = time.perf_counter() - t0
+            log(f"vae {step + 1}/{recipe.vae_steps} loss {loss.item():.4f} ({took:.0f} s)")
     vae.eval()
     with torch.no_grad():  # scaled for what the UNet sees; error measured on any colours too
         world, _ = scenes(random.Random(recipe.seed + 1), 256, NATIVE)
@@ -133,8 +133,10 @@ def train_vae(recipe: Recipe, log: Log) -> tuple[dict[str, Any], float]:
         errors = []
         for x in (world, scenes(random.Random(recipe.seed + 2), 256, NATIVE, any_colour=True)[0]):
             errors.append(F.mse_loss(vae.decode(vae.encode(x).latent_dist.mean).sample, x).item())
-    log(f"vae done: held-out reconstruction mse {errors[0]:.5f} (world), {errors[1]:.5f} "
-        f"(any colours), scaling factor {scaling:.4f}")  # fmt: skip
+    log(
+        f"vae done: held-out reconstruction mse {errors[0]:.5f} (world), {errors[1]:.5f} "
+        f"(any colours), scaling factor {scaling:.4f}"
+    )
     return {k: v.detach().clone() for k, v in vae.state_dict().items()}, scaling
 
 
@@ -214,8 +216,8 @@ def train_base(
         sched.step()
         ema.step(params)
         if step % 250 == 0 or step == recipe.unet_steps - 1:
-            log(f"{family} {step + 1}/{recipe.unet_steps} loss {loss.item():.4f} "
-                f"({time.perf_counter() - t0:.0f} s)")  # fmt: skip
+            took = time.perf_counter() - t0
+            log(f"{family} {step + 1}/{recipe.unet_steps} loss {loss.item():.4f} ({took:.0f} s)")
         if snapshot and (step + 1) % 1000 == 0 and step + 1 < recipe.unet_steps:
             with ema_weights(ema, params):
                 snapshot(step + 1, _states(pipe, family, vae_state))
@@ -249,9 +251,12 @@ def _encode(tokenizers: list[Any], encoders: list[Any], captions: list[str], sdx
     hidden, pooled = [], None
     for tok, enc in zip(tokenizers, encoders, strict=True):
         ids = tok(
-            captions, padding="max_length", max_length=tok.model_max_length,
-            truncation=True, return_tensors="pt",
-        ).input_ids  # fmt: skip
+            captions,
+            padding="max_length",
+            max_length=tok.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
         if sdxl:
             out = enc(ids, output_hidden_states=True)
             hidden.append(out.hidden_states[-2])
@@ -289,9 +294,12 @@ def save_weights(
 
 
 def pretrain(
-    dest: Path, recipe: Recipe, families: tuple[str, ...] = ("tiny-sd1", "tiny-sdxl"),
-    log: Log = print, work: Path | None = None,
-) -> list[Path]:  # fmt: skip
+    dest: Path,
+    recipe: Recipe,
+    families: tuple[str, ...] = ("tiny-sd1", "tiny-sdxl"),
+    log: Log = print,
+    work: Path | None = None,
+) -> list[Path]:
     """Run the recipe and write one weight file per family into `dest`, then the manifest."""
     import torch
 
@@ -309,8 +317,10 @@ def pretrain(
 
         states = train_base(family, recipe, vae_state, scaling, log, snapshot)
         paths.append(save_weights(family, states, scaling, recipe, dest))
-        log(f"wrote {paths[-1]} ({paths[-1].stat().st_size / 1e6:.1f} MB, "
-            f"sha256 {hashlib.sha256(paths[-1].read_bytes()).hexdigest()[:12]})")  # fmt: skip
+        log(
+            f"wrote {paths[-1]} ({paths[-1].stat().st_size / 1e6:.1f} MB, "
+            f"sha256 {hashlib.sha256(paths[-1].read_bytes()).hexdigest()[:12]})"
+        )
     write_manifest(dest)
     return paths
 
@@ -337,8 +347,11 @@ def _vae_stage(recipe: Recipe, work: Path | None, log: Log) -> tuple[dict[str, A
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m lorahub.pretrain", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m lorahub.pretrain",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where the weights go")
     parser.add_argument("--family", action="append", choices=["tiny-sd1", "tiny-sdxl"])
     parser.add_argument("--smoke", action="store_true", help="a few steps of every stage")

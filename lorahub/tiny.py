@@ -147,8 +147,9 @@ def load_weights(pipe: Any, family: str, path: Path) -> None:
     except (OSError, SafetensorError) as exc:
         raise InvalidInputError(f"cannot read the tiny weights {path}: {exc}; {REBUILD}") from None
     if meta.get("lorahub.tiny_family") != family:
-        raise InvalidInputError(f"{path} holds weights of {meta.get('lorahub.tiny_family')!r}, "
-                                f"not {family}; {REBUILD}")  # fmt: skip
+        raise InvalidInputError(
+            f"{path} holds weights of {meta.get('lorahub.tiny_family')!r}, not {family}; {REBUILD}"
+        )
     for name in component_names(family):
         model = getattr(pipe, name)
         state = {k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")}

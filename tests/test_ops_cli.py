@@ -108,9 +108,11 @@ def test_resize_error_is_monotone_in_rank(example_adapters, tmp_path):
 
 def test_resize_cli_registers_lineage(reg):
     cli("resize", LIGHT, "--rank", "2", "--name", "light-r2")
-    assert reg.get_adapter("light-r2").rank == 2
+    record = reg.get_adapter("light-r2")
+    assert record.rank == 2 and record.source == "resized"  # it was recorded as "merged"
     edge = reg.lineage("light-r2")[0]
     assert edge.relation == "resized-from" and edge.details["modules"][0]["rank_out"] == 2
+    assert edge.details["registered"] == "light-r2"  # the lineage names what it made
 
 
 def test_fuse_equals_the_unfused_mix(pipe, example_adapters, reg, tmp_path):

@@ -140,3 +140,34 @@ def test_listing_commands_do_not_import_torch(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result == {"codes": [0] * 7, "heavy": []}
+
+
+def test_db_status_shows_pending_migrations_and_writes_nothing(lorahub_home: Path) -> None:
+    from click.testing import CliRunner
+
+    from lorahub import paths
+    from lorahub.cli import main
+    from lorahub.registry.db import connect
+
+    def status() -> list[dict[str, object]]:
+        result = CliRunner().invoke(main, ["db", "status", "--json"], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)["migrations"]
+
+    path = paths.registry_path()
+    with Registry(lorahub_home / "full.db") as full:
+        assert all(applied for _, applied in full.status())
+        every = [name for name, _ in full.status()]
+    fresh = status()  # no registry yet: every migration pending, and no file made
+    assert fresh == [{"name": n, "applied": False} for n in every] and not path.exists()
+    db = connect(path)  # an older lorahub's file: WAL, the first three migrations
+    migrations.apply(db, stop_before="0004_mixes")
+    db.conn.close()
+    before = (path.read_bytes(), path.stat().st_mtime_ns)
+    old = status()
+    assert old == [{"name": n, "applied": i < 3} for i, n in enumerate(every)]
+    text = CliRunner().invoke(main, ["db", "status"], catch_exceptions=False).output
+    assert "0004_mixes" in text and "pending" in text and f"{len(every) - 3} pending" in text
+    assert (path.read_bytes(), path.stat().st_mtime_ns) == before  # read, never written
+    Registry(path).close()  # any other command migrates
+    assert status() == [{"name": n, "applied": True} for n in every]

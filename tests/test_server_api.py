@@ -202,3 +202,26 @@ def test_status_metrics_and_openapi(server_client) -> None:
     } <= set(spec["paths"])
     assert "GenerateBody" in spec["components"]["schemas"]
     assert server_client.get("/docs").status_code == 200
+
+
+def test_http_status_comes_from_the_servers_one_table() -> None:
+    from lorahub import errors
+    from lorahub.server.errors import STATUS, ClientGoneError, QueueFullError, http_status
+    from lorahub.server.work import WorkLimitError
+
+    class Gone(errors.NotFoundError):  # a class not in the table takes its nearest parent's
+        pass
+
+    assert not hasattr(errors.LorahubError, "http_status")  # the library knows no HTTP
+    assert [http_status(e("x")) for e in (errors.NotFoundError, Gone, errors.HubError)] == [
+        404,
+        404,
+        502,
+    ]
+    assert (
+        http_status(errors.LorahubError("x")) == 400
+        and http_status(errors.StorageError("x")) == 507
+    )
+    assert http_status(WorkLimitError("x")) == 422 != http_status(errors.InvalidInputError("x"))
+    assert (http_status(QueueFullError("x")), http_status(ClientGoneError("x"))) == (429, 499)
+    assert all(issubclass(cls, errors.LorahubError) for cls in STATUS)

@@ -23,9 +23,16 @@ _LAZY = {
 }
 
 __all__ = [
-    "BASE_FAMILIES", "FORMATS", "NETWORK_TYPES", "AdapterInfo", "FileHashes", "hash_file",
-    "inspect_file", "read_header", *_LAZY,
-]  # fmt: skip
+    "BASE_FAMILIES",
+    "FORMATS",
+    "NETWORK_TYPES",
+    "AdapterInfo",
+    "FileHashes",
+    "hash_file",
+    "inspect_file",
+    "read_header",
+    *_LAZY,
+]
 
 
 def __getattr__(name: str) -> Any:

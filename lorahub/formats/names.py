@@ -12,18 +12,63 @@ import re
 
 # Module names containing '_' in diffusers UNets and transformers CLIP text models.
 NAME_TOKENS = (
-    "down_blocks", "up_blocks", "mid_block", "transformer_blocks", "single_transformer_blocks",
-    "to_q", "to_k", "to_v", "to_out", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
-    "proj_in", "proj_out", "proj_mlp", "conv_in", "conv_out", "conv_shortcut", "conv_norm_out",
-    "time_emb_proj", "time_embedding", "time_proj", "linear_1", "linear_2", "add_embedding",
-    "text_model", "self_attn", "q_proj", "k_proj", "v_proj", "out_proj", "text_projection",
-    "final_layer_norm", "layer_norm1", "layer_norm2", "token_embedding", "position_embedding",
-    "norm_out", "ff_context", "norm1_context", "context_embedder", "x_embedder",
-    "time_text_embed", "encoder_hid_proj", "class_embedding",
+    "down_blocks",
+    "up_blocks",
+    "mid_block",
+    "transformer_blocks",
+    "single_transformer_blocks",
+    "to_q",
+    "to_k",
+    "to_v",
+    "to_out",
+    "add_q_proj",
+    "add_k_proj",
+    "add_v_proj",
+    "to_add_out",
+    "proj_in",
+    "proj_out",
+    "proj_mlp",
+    "conv_in",
+    "conv_out",
+    "conv_shortcut",
+    "conv_norm_out",
+    "time_emb_proj",
+    "time_embedding",
+    "time_proj",
+    "linear_1",
+    "linear_2",
+    "add_embedding",
+    "text_model",
+    "self_attn",
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "out_proj",
+    "text_projection",
+    "final_layer_norm",
+    "layer_norm1",
+    "layer_norm2",
+    "token_embedding",
+    "position_embedding",
+    "norm_out",
+    "ff_context",
+    "norm1_context",
+    "context_embedder",
+    "x_embedder",
+    "time_text_embed",
+    "encoder_hid_proj",
+    "class_embedding",
     # SGM (original SDXL UNet) names, mapped to diffusers by `sgm_to_diffusers`
-    "input_blocks", "middle_block", "output_blocks", "in_layers", "out_layers", "emb_layers",
-    "skip_connection", "time_embed", "label_emb",
-)  # fmt: skip
+    "input_blocks",
+    "middle_block",
+    "output_blocks",
+    "in_layers",
+    "out_layers",
+    "emb_layers",
+    "skip_connection",
+    "time_embed",
+    "label_emb",
+)
 _TOKENS = sorted((tuple(t.split("_")) for t in NAME_TOKENS), key=len, reverse=True)
 # The tokens that start with each word, longest first: a name is split in one pass.
 _BY_FIRST: dict[str, list[tuple[str, ...]]] = {}
@@ -120,9 +165,14 @@ def canonical_to_kohya(name: str, family: str | None = None, te2: bool = False) 
 
 def sgm_to_diffusers(path: str, lpb: int) -> str:
     """Map an SGM UNet path (`input_blocks.4.1.…`) to the diffusers one (`down_blocks.1.attentions.0.…`)."""
-    simple = {"time_embed.0": "time_embedding.linear_1", "time_embed.2": "time_embedding.linear_2",
-              "label_emb.0.0": "add_embedding.linear_1", "label_emb.0.2": "add_embedding.linear_2",
-              "input_blocks.0.0": "conv_in", "out.2": "conv_out"}  # fmt: skip
+    simple = {
+        "time_embed.0": "time_embedding.linear_1",
+        "time_embed.2": "time_embedding.linear_2",
+        "label_emb.0.0": "add_embedding.linear_1",
+        "label_emb.0.2": "add_embedding.linear_2",
+        "input_blocks.0.0": "conv_in",
+        "out.2": "conv_out",
+    }
     for old, new in simple.items():
         if path == old or path.startswith(old + "."):
             return new + path[len(old) :]
@@ -174,9 +224,14 @@ def _replace_prefix(rest: str, table: dict[str, str]) -> str:
 def diffusers_to_sgm(path: str, family: str) -> str:
     """Inverse of `sgm_to_diffusers` for the modules a LoRA targets."""
     lpb, up_attention = SGM_LAYOUTS[family]
-    simple = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
-              "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2",
-              "conv_in": "input_blocks.0.0", "conv_out": "out.2"}  # fmt: skip
+    simple = {
+        "time_embedding.linear_1": "time_embed.0",
+        "time_embedding.linear_2": "time_embed.2",
+        "add_embedding.linear_1": "label_emb.0.0",
+        "add_embedding.linear_2": "label_emb.0.2",
+        "conv_in": "input_blocks.0.0",
+        "conv_out": "out.2",
+    }
     for old, new in simple.items():
         if path == old or path.startswith(old + "."):
             return new + path[len(old) :]

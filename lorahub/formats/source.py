@@ -59,9 +59,12 @@ def special_kind(path: Path) -> str:
 
     mode = path.stat().st_mode
     for test, word in (
-        (stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"),
-    ):  # fmt: skip
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a folder"),
+    ):
         if test(mode):
             return word
     return "a special file"

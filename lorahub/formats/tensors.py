@@ -9,9 +9,24 @@ from typing import Any
 from lorahub.errors import UnsupportedError
 
 FACTOR_NAMES = (
-    "down", "up", "mid", "dora_scale", "hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2",
-    "lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2",
-)  # fmt: skip
+    "down",
+    "up",
+    "mid",
+    "dora_scale",
+    "hada_w1_a",
+    "hada_w1_b",
+    "hada_w2_a",
+    "hada_w2_b",
+    "hada_t1",
+    "hada_t2",
+    "lokr_w1",
+    "lokr_w1_a",
+    "lokr_w1_b",
+    "lokr_w2",
+    "lokr_w2_a",
+    "lokr_w2_b",
+    "lokr_t2",
+)
 KERNEL3_LEAVES = ("conv1", "conv2", "conv", "conv_in", "conv_out")
 # Families whose UNet has `use_linear_projection=False`: proj_in/proj_out are 1x1 convs there.
 CONV_PROJ_FAMILIES = frozenset({"sd1", "tiny-sd1"})

@@ -194,10 +194,17 @@ def _write_peft(
             tensors[f"base_model.model.{path}.lora_magnitude_vector"] = m.dora_scale
     config = {
         **lora_config(group),
-        "peft_type": "LORA", "task_type": None, "bias": "none", "lora_dropout": 0.0, "fan_in_fan_out": False,
-        "init_lora_weights": True, "inference_mode": True, "modules_to_save": None, "use_rslora": False,
+        "peft_type": "LORA",
+        "task_type": None,
+        "bias": "none",
+        "lora_dropout": 0.0,
+        "fan_in_fan_out": False,
+        "init_lora_weights": True,
+        "inference_mode": True,
+        "modules_to_save": None,
+        "use_rslora": False,
         "base_model_name_or_path": f"{family or 'unknown'}/{component}",
-    }  # fmt: skip
+    }
     config_bytes = (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
     meta = {"format": "pt", **meta}
     if dest.suffix == ".safetensors":

@@ -29,9 +29,23 @@ PRIVATE_KEYS = {
     "operation",
 }
 BASE_RELATIONS = ("trained-from", "fused-from", "converted-from", "pulled-from")
-TRAINING_KEYS = ("steps", "epochs", "learning_rate", "unet_lr", "text_encoder_lr", "batch_size",
-                 "resolution", "optimizer", "lr_scheduler", "mixed_precision", "seed",
-                 "network_dim", "network_alpha", "network_module", "num_train_images")  # fmt: skip
+TRAINING_KEYS = (
+    "steps",
+    "epochs",
+    "learning_rate",
+    "unet_lr",
+    "text_encoder_lr",
+    "batch_size",
+    "resolution",
+    "optimizer",
+    "lr_scheduler",
+    "mixed_precision",
+    "seed",
+    "network_dim",
+    "network_alpha",
+    "network_module",
+    "num_train_images",
+)
 
 
 @dataclass(frozen=True)
@@ -98,9 +112,14 @@ def unique(items: Iterable[str | None]) -> list[str]:
 
 
 def card_yaml(
-    *, base_model: str | None, license: str, tags: Sequence[str], prompt: str | None,
-    images: Sequence[HubFile], widget_text: str,
-) -> Any:  # fmt: skip
+    *,
+    base_model: str | None,
+    license: str,
+    tags: Sequence[str],
+    prompt: str | None,
+    images: Sequence[HubFile],
+    widget_text: str,
+) -> Any:
     """The card's metadata block (a ModelCardData) in a fixed key order."""
     from huggingface_hub import ModelCardData
 
@@ -126,9 +145,13 @@ def render(data: Any, body: str) -> str:
 
 
 def adapter_card(
-    record: AdapterRecord, repo: str, files: Sequence[HubFile], lineage: Sequence[LineageEdge],
-    *, license: str | None = None,
-) -> str:  # fmt: skip
+    record: AdapterRecord,
+    repo: str,
+    files: Sequence[HubFile],
+    lineage: Sequence[LineageEdge],
+    *,
+    license: str | None = None,
+) -> str:
     """The README.md of a pushed adapter."""
     parents = [e for e in lineage if e.child_kind == "adapter" and e.child_id == str(record.id)]
     base = base_model_for(record.base_family, parents)
@@ -136,8 +159,14 @@ def adapter_card(
     tags = unique(["lora", "text-to-image", "diffusers", family, *record.tags])
     prompt = ", ".join(record.trigger_words) or None
     images = [f for f in files if f.role == "image"]
-    data = card_yaml(base_model=base, license=license_for(record, license), tags=tags,
-                     prompt=prompt, images=images, widget_text=prompt or record.name)  # fmt: skip
+    data = card_yaml(
+        base_model=base,
+        license=license_for(record, license),
+        tags=tags,
+        prompt=prompt,
+        images=images,
+        widget_text=prompt or record.name,
+    )
     sections = [
         f"# {record.name}",
         record.description
@@ -299,9 +328,14 @@ def files_section(files: Sequence[HubFile], record: AdapterRecord | None = None)
 
 
 def mix_card(
-    mix: MixRecord, repo: str, files: Sequence[HubFile], members: Sequence[dict[str, Any]],
-    *, license: str | None = None, recipe: bool = False,
-) -> str:  # fmt: skip
+    mix: MixRecord,
+    repo: str,
+    files: Sequence[HubFile],
+    members: Sequence[dict[str, Any]],
+    *,
+    license: str | None = None,
+    recipe: bool = False,
+) -> str:
     """The README.md of a pushed mix: the baked adapter, or a recipe naming its members."""
     base = FAMILY_BASES.get(mix.base_family or "")
     tags = unique(
@@ -317,8 +351,14 @@ def mix_card(
     images = [f for f in files if f.role == "image"]
     words = unique(w for m in members for w in m.get("trigger_words") or [])
     prompt = ", ".join(words) or None
-    data = card_yaml(base_model=base, license=license or "other", tags=tags, prompt=prompt,
-                     images=images, widget_text=prompt or mix.name)  # fmt: skip
+    data = card_yaml(
+        base_model=base,
+        license=license or "other",
+        tags=tags,
+        prompt=prompt,
+        images=images,
+        widget_text=prompt or mix.name,
+    )
     rows = [
         (
             m.get("name"),

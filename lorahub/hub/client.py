@@ -92,8 +92,16 @@ def is_hub_failure(exc: BaseException) -> bool:
     import httpx2
     from huggingface_hub import errors
 
-    known = (errors.HfHubHTTPError, errors.OfflineModeIsEnabled, errors.LocalTokenNotFoundError,
-             errors.EntryNotFoundError, errors.HFValidationError, httpx2.HTTPError, ConnectionError, TimeoutError)  # fmt: skip
+    known = (
+        errors.HfHubHTTPError,
+        errors.OfflineModeIsEnabled,
+        errors.LocalTokenNotFoundError,
+        errors.EntryNotFoundError,
+        errors.HFValidationError,
+        httpx2.HTTPError,
+        ConnectionError,
+        TimeoutError,
+    )
     return isinstance(exc, known) or status_of(exc) is not None
 
 

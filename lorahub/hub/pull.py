@@ -121,9 +121,16 @@ def verify_download(local: Path, remote: Any, what: str) -> None:
 
 
 def pull_adapter(
-    repo: str, *, revision: str | None = None, name: str | None = None, filename: str | None = None,
-    version: str | None = None, force: bool = False, token: str | None = None, registry: Any = None,
-) -> AdapterRecord:  # fmt: skip
+    repo: str,
+    *,
+    revision: str | None = None,
+    name: str | None = None,
+    filename: str | None = None,
+    version: str | None = None,
+    force: bool = False,
+    token: str | None = None,
+    registry: Any = None,
+) -> AdapterRecord:
     """Download an adapter from a Hub repo (`owner/name[@rev]`) and register it with source=hub."""
     from lorahub import paths
     from lorahub.registry import Registry
@@ -148,27 +155,38 @@ def pull_adapter(
         card = read_card(
             download(api, repo, "README.md", info.sha, tmp, tok) if "README.md" in files else None
         )
-        parent = LineageParent("hub_repo", repo, "pulled-from", {
-            "repo": repo, "revision": revision or "main", "commit": info.sha, "file": weight,
-            "base_model": card.base_model,
-        })  # fmt: skip
+        source = {"repo": repo, "revision": revision or "main", "commit": info.sha, "file": weight}
+        parent = LineageParent(
+            "hub_repo", repo, "pulled-from", {**source, "base_model": card.base_model}
+        )
         try:
             return reg.add_adapter(
-                local, name=name or default_name(repo), version=version, source="hub", copy=True,
-                force=force, trigger_words=list(card.trigger_words) or None,
-                description=card.description, tags=card.tags, lineage=[parent],
-            )  # fmt: skip
-        except LorahubError as exc:  # name the file as the user knows it, not by its temp path
-            where = f"{repo}/{weight}"
-            exc.message = exc.message.replace(str(local), where)
-            if isinstance(exc, BadFileError) and where not in exc.message:
-                exc.message = f"{where}: {exc.message}"
-            exc.args = (exc.message,)
+                local,
+                name=name or default_name(repo),
+                version=version,
+                source="hub",
+                copy=True,
+                force=force,
+                trigger_words=list(card.trigger_words) or None,
+                description=card.description,
+                tags=card.tags,
+                lineage=[parent],
+            )
+        except LorahubError as exc:
+            _name_as_known(exc, local, f"{repo}/{weight}")
             raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if registry is None:
             reg.close()
+
+
+def _name_as_known(exc: LorahubError, local: Path, where: str) -> None:
+    """Name the file in `exc`'s message as the user knows it (`repo/file`), not by its temp path."""
+    exc.message = exc.message.replace(str(local), where)
+    if isinstance(exc, BadFileError) and where not in exc.message:
+        exc.message = f"{where}: {exc.message}"
+    exc.args = (exc.message,)
 
 
 def download(

@@ -118,9 +118,15 @@ def repo_url(repo: str, revision: str) -> str:
 
 
 def publish(
-    staged: Staged, repo: str, revision: str, *, private: bool, message: str | None,
-    token: str | None, progress: Progress = None,
-) -> tuple[str, str, list[str]]:  # fmt: skip
+    staged: Staged,
+    repo: str,
+    revision: str,
+    *,
+    private: bool,
+    message: str | None,
+    token: str | None,
+    progress: Progress = None,
+) -> tuple[str, str, list[str]]:
     """Create the repo/branch if needed and commit the files that differ: (commit sha, url, uploaded)."""
     api = client.hf_api(token)
     step = progress or (lambda *a, **k: None)
@@ -194,10 +200,20 @@ def changed_files(
 
 
 def push_adapter(
-    ref: str, repo: str, *, private: bool = False, revision: str | None = None, message: str | None = None,
-    also: Iterable[str] = (), dry_run: bool = False, license: str | None = None, token: str | None = None,
-    registry: Any = None, progress: Progress = None, recipe: bool = False,
-) -> PushResult:  # fmt: skip
+    ref: str,
+    repo: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    message: str | None = None,
+    also: Iterable[str] = (),
+    dry_run: bool = False,
+    license: str | None = None,
+    token: str | None = None,
+    registry: Any = None,
+    progress: Progress = None,
+    recipe: bool = False,
+) -> PushResult:
     """Publish a registered adapter (or a mix: baked, or with `recipe` its JSON recipe) to a Hub repo."""
     from lorahub.registry import Registry
 

@@ -124,16 +124,25 @@ def _lorahub(text: str) -> ImageRecipe | None:
     if not isinstance(record, dict) or "prompt" not in record:
         return None
     members = [
-        RecipeMember(str(a.get("name")), _num(a.get("weight"), 1.0), _opt(a.get("te_weight")), a.get("hash"))
+        RecipeMember(
+            str(a.get("name")), _num(a.get("weight"), 1.0), _opt(a.get("te_weight")), a.get("hash")
+        )
         for a in record.get("adapters") or []
         if isinstance(a, dict) and a.get("name")
-    ]  # fmt: skip
+    ]
     seeds = record.get("seeds") or [record.get("seed")]
     return ImageRecipe(
-        "lorahub", members, str(record["prompt"]), record.get("negative_prompt") or None,
-        _int(seeds[0]), _int(record.get("steps")), _opt(record.get("guidance")),
-        record.get("scheduler") or None, _int(record.get("width")), _int(record.get("height")),
-    )  # fmt: skip
+        "lorahub",
+        members,
+        str(record["prompt"]),
+        record.get("negative_prompt") or None,
+        _int(seeds[0]),
+        _int(record.get("steps")),
+        _opt(record.get("guidance")),
+        record.get("scheduler") or None,
+        _int(record.get("width")),
+        _int(record.get("height")),
+    )
 
 
 def a1111_recipe(text: str) -> ImageRecipe | None:
@@ -162,10 +171,17 @@ def a1111_recipe(text: str) -> ImageRecipe | None:
     clean = re.sub(r"\s+", " ", TAG_RE.sub(" ", prompt)).strip()
     size = re.fullmatch(r"(\d+)x(\d+)", settings.get("Size", ""))
     return ImageRecipe(
-        "a1111", members, clean or None, negative.strip() or None, _int(settings.get("Seed")),
-        _int(settings.get("Steps")), _opt(settings.get("CFG scale")), settings.get("Sampler"),
-        _int(size.group(1)) if size else None, _int(size.group(2)) if size else None,
-    )  # fmt: skip
+        "a1111",
+        members,
+        clean or None,
+        negative.strip() or None,
+        _int(settings.get("Seed")),
+        _int(settings.get("Steps")),
+        _opt(settings.get("CFG scale")),
+        settings.get("Sampler"),
+        _int(size.group(1)) if size else None,
+        _int(size.group(2)) if size else None,
+    )
 
 
 def _lora_hashes(value: str) -> dict[str, str]:
@@ -207,10 +223,17 @@ def _comfyui(text: str) -> ImageRecipe | None:
     if not members and prompt is None:
         return None
     return ImageRecipe(
-        "comfyui", members, prompt, negative, _int(sampler.get("seed", sampler.get("noise_seed"))),
-        _int(sampler.get("steps")), _opt(sampler.get("cfg")), sampler.get("sampler_name"),
-        _int(latent.get("width")), _int(latent.get("height")),
-    )  # fmt: skip
+        "comfyui",
+        members,
+        prompt,
+        negative,
+        _int(sampler.get("seed", sampler.get("noise_seed"))),
+        _int(sampler.get("steps")),
+        _opt(sampler.get("cfg")),
+        sampler.get("sampler_name"),
+        _int(latent.get("width")),
+        _int(latent.get("height")),
+    )
 
 
 def _comfy_text(nodes: dict[str, Any], link: Any) -> str | None:

@@ -40,7 +40,7 @@ class FromImage:
                     "by": how,
                 }
                 for m, ref, how in self.found
-            ],  # fmt: skip
+            ],
             "missing": [{"name": m.name, "hash": m.hash} for m in self.missing],
             "mix": self.mix.to_json() if self.mix is not None else None,
         }
@@ -89,7 +89,10 @@ def mix_from_image(
     members = [MixMember(ref, m.weight, m.te_weight) for m, ref, _ in result.found]
     defaults = {**recipe.defaults(), "image": Path(image).name, "tool": recipe.tool}
     result.mix = registry.create_mix(
-        name, members, description=f"from {Path(image).name} ({recipe.tool})",
-        force=force, defaults=defaults,
-    )  # fmt: skip
+        name,
+        members,
+        description=f"from {Path(image).name} ({recipe.tool})",
+        force=force,
+        defaults=defaults,
+    )
     return result

@@ -25,9 +25,17 @@ MAX_SIDECAR_BYTES = 4 * 1024 * 1024  # a sidecar is a few kB; a huge one is refu
 KINDS = (".civitai.info", ".metadata.json", ".cm-info.json", ".json")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 FIELDS = (
-    "trigger_words", "description", "base_model", "preferred_weight", "civitai_model_id",
-    "civitai_version_id", "source_url", "notes", "negative_prompt", "sha256",
-)  # fmt: skip
+    "trigger_words",
+    "description",
+    "base_model",
+    "preferred_weight",
+    "civitai_model_id",
+    "civitai_version_id",
+    "source_url",
+    "notes",
+    "negative_prompt",
+    "sha256",
+)
 
 
 @dataclass

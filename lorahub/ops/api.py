@@ -167,14 +167,19 @@ def _register(
     out: Output,
     source: str,
     relation: str,
-    parents: list[tuple[str, dict[str, Any]]],
+    inputs: tuple[Sequence[AdapterSpec], OpReport],
 ) -> str | None:
-    """Register the written file under --name with one lineage edge per registered parent."""
+    """Register the written file under --name, with one lineage edge per registered input of
+    `inputs` (the specs and the report); returns the new ref, None without --name."""
     from lorahub.registry import LineageParent
 
     if not out.name:
         return None
-    lineage = [LineageParent("adapter", ref, relation, details) for ref, details in parents]
+    specs, report = inputs
+    lineage = [
+        LineageParent("adapter", ref, relation, details)
+        for ref, details in _registered_parents(registry, specs, report, registered=out.name)
+    ]
     record = registry.add_adapter(
         path, name=out.name, source=source, lineage=lineage, force=out.force
     )
@@ -182,13 +187,15 @@ def _register(
 
 
 def _registered_parents(
-    registry: Any, specs: Sequence[AdapterSpec], report: OpReport
+    registry: Any, specs: Sequence[AdapterSpec], report: OpReport, registered: str | None = None
 ) -> list[tuple[str, dict[str, Any]]]:
-    """(ref, details) for each input that is a registered adapter; details hold the whole report."""
+    """(ref, details) for each input that is a registered adapter; details hold the whole report
+    (with `registered`, the name the result is registered under)."""
     out = []
     for s, given in zip(specs, report.inputs, strict=True):
         if _adapter_exists(registry, s.name):
-            out.append((s.name, {**report.to_json(), "input": given}))
+            details = {**report.to_json(), "registered": registered, "input": given}
+            out.append((s.name, details))
     return out
 
 
@@ -210,10 +217,7 @@ def merge(
     dest = destination(registry, out, "merged", format)
     report = merge_adapters(specs, dest, options, format=format, progress=progress)
     report.warnings.extend(_weight_warnings(specs))
-    report.registered = out.name  # stored in the lineage details too
-    report.registered = _register(
-        registry, dest, out, "merged", "merged-from", _registered_parents(registry, specs, report)
-    )
+    report.registered = _register(registry, dest, out, "merged", "merged-from", (specs, report))
     return report
 
 
@@ -253,10 +257,7 @@ def resize(
         spec.path, dest, rank=rank, energy=energy, format=format, progress=progress
     )
     report.inputs = [{"name": spec.name}]
-    report.registered = out.name  # stored in the lineage details too
-    report.registered = _register(
-        registry, dest, out, "merged", "resized-from", _registered_parents(registry, [spec], report)
-    )
+    report.registered = _register(registry, dest, out, "resized", "resized-from", ([spec], report))
     return report
 
 
@@ -277,14 +278,8 @@ def export(
     dest = destination(registry, out, spec.name, format)
     report = export_adapter(spec.path, dest, format=format, rank=rank, energy=energy)
     report.inputs = [{"name": spec.name, **report.inputs[0]}]
-    report.registered = out.name  # stored in the lineage details too
     report.registered = _register(
-        registry,
-        dest,
-        out,
-        "converted",
-        "converted-from",
-        _registered_parents(registry, [spec], report),
+        registry, dest, out, "converted", "converted-from", ([spec], report)
     )
     return report
 
@@ -349,18 +344,25 @@ def extract(
     dest = destination(registry, out, "extracted", format)
     paths = {role: local_checkpoint(ref) for role, ref in (("base", base), ("tuned", tuned))}
     report = extract_lora(
-        paths["base"], paths["tuned"], dest, options, format=format,
-        trust_pickle=trust_pickle, progress=progress,
-    )  # fmt: skip
+        paths["base"],
+        paths["tuned"],
+        dest,
+        options,
+        format=format,
+        trust_pickle=trust_pickle,
+        progress=progress,
+    )
     if out.name:
         summary = report.summary()
         lineage = [
             LineageParent(
-                "model", _ensure_model(registry, ref, paths[role], role), "extracted-from",
+                "model",
+                _ensure_model(registry, ref, paths[role], role),
+                "extracted-from",
                 {**summary, "role": role},
             )
             for role, ref in (("base", base), ("tuned", tuned))
-        ]  # fmt: skip
+        ]
         record = registry.add_adapter(
             dest, name=out.name, source="extracted", lineage=lineage, force=out.force
         )

@@ -13,8 +13,9 @@ from typing import Any
 import sqlite_utils
 
 from lorahub.errors import AlreadyExistsError, BadFileError, InvalidInputError, NotFoundError
+from lorahub.fileio import atomic_copy
 from lorahub.registry.db import dumps, now
-from lorahub.registry.records import SOURCES
+from lorahub.registry.records import SOURCES, LineageParent
 from lorahub.types import check_name
 
 TAG_RE = re.compile(r"[^\s,\-\x00-\x1f\x7f][^\s,\x00-\x1f\x7f]{0,63}")  # fullmatch
@@ -28,11 +29,31 @@ GENERIC_STEMS = {
     "diffusion_pytorch_model",
 }
 FILE_COLUMNS = (
-    "path", "size", "mtime", "sha256", "autov2", "tensor_sha256", "autov3", "format",
-    "network_type", "base_family", "base_evidence", "base_conflict", "components", "rank",
-    "rank_min", "rank_max", "rank_summary", "alpha", "dtype", "param_count", "module_count",
-    "targets", "metadata", "summary",
-)  # fmt: skip
+    "path",
+    "size",
+    "mtime",
+    "sha256",
+    "autov2",
+    "tensor_sha256",
+    "autov3",
+    "format",
+    "network_type",
+    "base_family",
+    "base_evidence",
+    "base_conflict",
+    "components",
+    "rank",
+    "rank_min",
+    "rank_max",
+    "rank_summary",
+    "alpha",
+    "dtype",
+    "param_count",
+    "module_count",
+    "targets",
+    "metadata",
+    "summary",
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +63,19 @@ class FileFacts:
     columns: dict[str, Any]
     trigger_words: tuple[str, ...]
     header_bytes: int
+
+
+@dataclass(frozen=True)
+class NewRow:
+    """A checked adapter row about to be written: name, file, what reading it gave, tags, parents."""
+
+    name: str
+    version: str
+    dest: Path
+    facts: FileFacts
+    tags: list[str]
+    parents: list[LineageParent]
+    preview: str | None = None  # the preview's name in the previews folder
 
 
 def check_tag(tag: str) -> str:
@@ -272,3 +306,29 @@ def validate_new(
         check_name(version, "version")
     check_source(source)
     return name, version or "", [check_tag(t) for t in tags]
+
+
+def check_conflicts(
+    db: sqlite_utils.Database, name: str, version: str, path: str, *, force: bool, copy: bool
+) -> None:
+    """Refuse a taken name (without force) or a file already registered under another name."""
+    check_no_mix(db, name)
+    check_name_not_hash(db, name)
+    if not force and name_taken(db, name, version) is not None:
+        ref = f"{name}@{version}" if version else name
+        raise AlreadyExistsError(
+            f"adapter {ref!r} exists (use --version V for a new version, or --force to replace it)"
+        )
+    other = None if copy else registered_at(db, path)
+    if other is not None and not force and other[0] != name_taken(db, name, version):
+        raise AlreadyExistsError(f"{path} is already registered as {other[1]!r}")
+
+
+def copy_in(src: Path, dest: Path) -> list[Path]:
+    """Copy the file and its sidecars into the store atomically; returns what was written."""
+    written = [atomic_copy(src, dest)]
+    written += [
+        atomic_copy(s, dest.with_name(s.name.replace(src.stem, dest.stem, 1)))
+        for s in sidecars(src)
+    ]
+    return written

@@ -14,9 +14,15 @@ from lorahub.registry.db import transaction
 
 # --where KEY=VALUE -> list_adapters keyword (the `list` options, one spelling each)
 WHERE_KEYS = {
-    "tag": "tags", "base": "base", "format": "format", "min-rank": "min_rank",
-    "max-rank": "max_rank", "q": "search", "search": "search", "published": "published",
-}  # fmt: skip
+    "tag": "tags",
+    "base": "base",
+    "format": "format",
+    "min-rank": "min_rank",
+    "max-rank": "max_rank",
+    "q": "search",
+    "search": "search",
+    "published": "published",
+}
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,20 @@ def connect(path: Path) -> sqlite_utils.Database:
     return db
 
 
+def connect_readonly(path: Path) -> sqlite_utils.Database:
+    """Open `path` read-only and as it is (no WAL switch, no migration); a missing file is empty.
+
+    SQLite may create the `-wal`/`-shm` side files beside a WAL database; the database file itself
+    is never written.
+    """
+    if not path.is_file():
+        return sqlite_utils.Database(memory=True, execute_plugins=False)
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    return sqlite_utils.Database(conn, execute_plugins=False)
+
+
 def _enable_wal(db: sqlite_utils.Database) -> None:
     """Switch to WAL, retrying: the switch needs an exclusive lock, and SQLite answers SQLITE_BUSY
     at once (without the busy handler) while another process is creating the same new file."""

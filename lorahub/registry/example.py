@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import sqlite_utils
+
 from lorahub.fileio import atomic_path
 from lorahub.registry.registry import Registry
 
@@ -30,20 +32,31 @@ def demo_adapters(registry: Registry, workdir: Path) -> None:
     files = workdir / EXAMPLE_DIR
     files.mkdir()
     registry.record_model(
-        "tiny", workdir / "models" / "tiny", {"note": "the embedded tiny SD1 base"},
-        kind="base", base_family="tiny-sd1",
-    )  # fmt: skip
+        "tiny",
+        workdir / "models" / "tiny",
+        {"note": "the embedded tiny SD1 base"},
+        kind="base",
+        base_family="tiny-sd1",
+    )
     for spec in DEMO_ADAPTERS:
         path = write_example_adapter("tiny", files / f"{spec.name}.safetensors", spec)
         registry.add_adapter(
-            path, name=spec.name, tags=["example", spec.name.removeprefix("example-")],
-            description=spec.description, trigger_words=list(spec.trigger_words),
+            path,
+            name=spec.name,
+            tags=["example", spec.name.removeprefix("example-")],
+            description=spec.description,
+            trigger_words=list(spec.trigger_words),
             source="trained",
             lineage=[
                 LineageParent("model", "tiny", "trained-from"),
-                LineageParent("dataset", "datasets/example-captions", "trained-from", {"note": "a placeholder data set"}),
+                LineageParent(
+                    "dataset",
+                    "datasets/example-captions",
+                    "trained-from",
+                    {"note": "a placeholder data set"},
+                ),
             ],
-        )  # fmt: skip
+        )
     first, second = (spec.name for spec in DEMO_ADAPTERS[:2])
     registry.create_mix(
         "example-mix",
@@ -52,10 +65,17 @@ def demo_adapters(registry: Registry, workdir: Path) -> None:
         defaults={"prompt": "a red circle", "seed": 1, "steps": 8},
     )
     registry.record_publication(
-        first, "your-name/example-style", "main", None,
+        first,
+        "your-name/example-style",
+        "main",
+        None,
         "https://huggingface.co/your-name/example-style",
-    )  # fmt: skip
-    db = registry.db
+    )
+    _placeholders(registry.db, first)
+
+
+def _placeholders(db: sqlite_utils.Database, first: str) -> None:
+    """A scan root, relative placeholder paths and fixed times, and an example image of `first`."""
     with db.conn:
         db.execute(
             "INSERT INTO scan_roots (path, last_scan_at) VALUES (?, ?)",

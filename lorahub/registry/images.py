@@ -58,9 +58,16 @@ def add_images(
             db.execute(
                 "INSERT INTO adapter_images (adapter_id, position, file, source, tool, params, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [adapter_id, last, file, src, recipe.tool if recipe else None,
-                 dumps(recipe.to_json()) if recipe else None, now()],
-            )  # fmt: skip
+                [
+                    adapter_id,
+                    last,
+                    file,
+                    src,
+                    recipe.tool if recipe else None,
+                    dumps(recipe.to_json()) if recipe else None,
+                    now(),
+                ],
+            )
         _sync_preview(db, adapter_id)
     return list_images(db, adapter_id)
 

@@ -304,6 +304,9 @@ def apply_migrations(db: sqlite_utils.Database, stop_before: str | None = None) 
 
 
 def migration_status(db: sqlite_utils.Database) -> list[tuple[str, bool]]:
-    """Every migration by name, with whether it is applied."""
-    applied = {m.name for m in migrations.applied(db)}
-    return [(m.name, m.name in applied) for m in migrations._migrations]
+    """Every migration by name, with whether it is applied: the applied ones, then the pending.
+
+    Reads only, so it answers for a database opened read-only (`Registry(migrate=False)`).
+    """
+    applied = [(m.name, True) for m in migrations.applied(db)]
+    return applied + [(m.name, False) for m in migrations.pending(db)]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from lorahub.types import MixMember
 
-SOURCES = ("local", "trained", "merged", "hub", "converted", "extracted")
+SOURCES = ("local", "trained", "merged", "resized", "hub", "converted", "extracted")
 LINEAGE_KINDS = ("adapter", "model", "dataset", "hub_repo")
 RELATIONS = (
     "trained-from",
@@ -176,6 +178,24 @@ class LineageParent:
     ref: str
     relation: str
     details: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class AddOptions:
+    """How `Registry.add_adapter` registers a file; every field may also be given as a keyword."""
+
+    name: str | None = None  # default: the file's name
+    version: str | None = None  # a new version of an existing name
+    tags: Iterable[str] = ()
+    copy: bool = False  # copy into the managed store instead of referencing the file
+    force: bool = False  # replace an adapter of the same name and version
+    source: str = "local"  # one of SOURCES
+    description: str | None = None
+    trigger_words: Sequence[str] | None = None  # default: from the file's metadata
+    hash: bool = True  # False: `verify` fills the hashes in later
+    trust_pickle: bool = False
+    lineage: Iterable[LineageParent] = ()
+    preview: str | os.PathLike[str] | None = None
 
 
 @dataclass(frozen=True)

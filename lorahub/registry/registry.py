@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from lorahub import paths
 from lorahub.errors import AlreadyExistsError, InvalidInputError, NotFoundError
-from lorahub.fileio import atomic_copy
 from lorahub.registry import adapters as A
 from lorahub.registry import bulk as B
 from lorahub.registry import images as I
@@ -18,13 +18,13 @@ from lorahub.registry import mixes as M
 from lorahub.registry import queries as Q
 from lorahub.registry import scan as S
 from lorahub.registry.bulk import TagChange
-from lorahub.registry.db import connect, dumps, transaction
+from lorahub.registry.db import connect, connect_readonly, dumps, transaction
 from lorahub.registry.migrations import apply_migrations, migration_status
 from lorahub.registry.records import (
     AdapterRecord,
+    AddOptions,
     ImageRecord,
     LineageEdge,
-    LineageParent,
     MixRecord,
     ModelRecord,
     PublicationRecord,
@@ -37,10 +37,17 @@ Progress = Callable[..., None] | None
 
 
 class Registry:
-    """The adapter registry in one SQLite file (default `paths.registry_path()`), migrated on open."""
+    """The adapter registry in one SQLite file (default `paths.registry_path()`), migrated on open.
 
-    def __init__(self, path: Path | str | None = None):
+    `migrate=False` opens the file read-only and as it is, pending migrations and all (for
+    `lorahub db status`); a missing file then reads as empty and is not created.
+    """
+
+    def __init__(self, path: Path | str | None = None, *, migrate: bool = True):
         self.path = Path(path) if path is not None else paths.registry_path()
+        if not migrate:
+            self.db = connect_readonly(self.path)
+            return
         self.db = connect(self.path)
         apply_migrations(self.db)
 
@@ -55,120 +62,96 @@ class Registry:
         self.close()
 
     def status(self) -> list[tuple[str, bool]]:
-        """Every migration by name, with whether it is applied."""
+        """Every migration by name, with whether it is applied (pending ones last)."""
         return migration_status(self.db)
 
     # adapters: adding
 
     def add_adapter(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        name: str | None = None,
-        version: str | None = None,
-        tags: Iterable[str] = (),
-        copy: bool = False,
-        force: bool = False,
-        source: str = "local",
-        description: str | None = None,
-        trigger_words: Sequence[str] | None = None,
-        hash: bool = True,
-        trust_pickle: bool = False,
-        lineage: Iterable[LineageParent] = (),
-        preview: str | os.PathLike[str] | None = None,
+        self, path: str | os.PathLike[str], options: AddOptions | None = None, /, **fields: Any
     ) -> AdapterRecord:
-        """Register one file (in place, or copied into the store); record, tags and lineage in one transaction."""
+        """Register one file (in place, or copied into the store); record, tags and lineage in one
+        transaction. `options` (AddOptions), or its fields as keywords, say how."""
+        o = replace(options or AddOptions(), **fields)
         src = A.check_file(path)
-        name, version, tag_list = A.validate_new(name or A.default_name(src), version, tags, source)
-        parents = list(lineage)
+        name, version, tags = A.validate_new(
+            o.name or A.default_name(src), o.version, o.tags, o.source
+        )
+        parents = list(o.lineage)
         for p in parents:
             L.check_kind_relation(p.kind, p.relation)
-        facts = A.read_facts(src, hash=hash, trust_pickle=trust_pickle)
-        self._check_conflicts(name, version, str(src), force, copy)
-        dest = A.store_destination(paths.store_dir(), name, version, src) if copy else src
-        copied = self._copy_in(src, dest) if copy else []
+        facts = A.read_facts(src, hash=o.hash, trust_pickle=o.trust_pickle)
+        A.check_conflicts(self.db, name, version, str(src), force=o.force, copy=o.copy)
+        dest = A.store_destination(paths.store_dir(), name, version, src) if o.copy else src
+        copied = A.copy_in(src, dest) if o.copy else []
         try:
-            rel = self._copy_preview(preview) if preview is not None else None
-            adapter_id = self._write_adapter(
-                name, version, facts, dest, tag_list, force=force, managed=copy, source=source,
-                description=description, trigger_words=trigger_words, parents=parents, preview=rel,
-            )  # fmt: skip
+            rel = self._copy_preview(o.preview) if o.preview is not None else None
+            row = A.NewRow(name, version, dest, facts, tags, parents, rel)
+            adapter_id = self._write_adapter(row, o)
         except BaseException:
             for written in copied:
                 written.unlink(missing_ok=True)
             raise
         return Q.get_record(self.db, adapter_id)
 
-    def _check_conflicts(self, name: str, version: str, path: str, force: bool, copy: bool) -> None:
-        """Refuse a taken name (without force) or a file already registered under another name."""
-        A.check_no_mix(self.db, name)
-        A.check_name_not_hash(self.db, name)
-        if not force and A.name_taken(self.db, name, version) is not None:
-            ref = f"{name}@{version}" if version else name
-            raise AlreadyExistsError(
-                f"adapter {ref!r} exists (use --version V for a new version, or --force to replace it)"
-            )
-        other = None if copy else A.registered_at(self.db, path)
-        if other is not None and not force and other[0] != A.name_taken(self.db, name, version):
-            raise AlreadyExistsError(f"{path} is already registered as {other[1]!r}")
-
-    def _copy_in(self, src: Path, dest: Path) -> list[Path]:
-        """Copy the file and its sidecars into the store atomically; returns what was written."""
-        written = [atomic_copy(src, dest)]
-        written += [
-            atomic_copy(s, dest.with_name(s.name.replace(src.stem, dest.stem, 1)))
-            for s in A.sidecars(src)
-        ]
-        return written
-
-    def _write_adapter(
-        self, name: str, version: str, facts: A.FileFacts, dest: Path, tags: list[str], *, force: bool,
-        managed: bool, source: str, description: str | None, trigger_words: Sequence[str] | None,
-        parents: list[LineageParent], preview: str | None = None,
-    ) -> int:  # fmt: skip
+    def _write_adapter(self, row: A.NewRow, o: AddOptions) -> int:
         """Insert (or with force replace) the row, its tags and lineage: all or nothing."""
-        st = dest.stat()
-        triggers = list(trigger_words) if trigger_words is not None else list(facts.trigger_words)
+        st = row.dest.stat()
+        given = o.trigger_words
+        triggers = list(given) if given is not None else list(row.facts.trigger_words)
         cols = {
-            **facts.columns, "path": str(dest), "size": st.st_size, "mtime": st.st_mtime,
-            "source": source, "managed": int(managed), "description": description,
-            "trigger_words": dumps(triggers), **({"preview": preview} if preview else {}),
-        }  # fmt: skip
+            **row.facts.columns,
+            "path": str(row.dest),
+            "size": st.st_size,
+            "mtime": st.st_mtime,
+            "source": o.source,
+            "managed": int(o.copy),
+            "description": o.description,
+            "trigger_words": dumps(triggers),
+            **({"preview": row.preview} if row.preview else {}),
+        }
         with transaction(self.db):
-            existing = A.name_taken(self.db, name, version)
-            if existing is not None and not force:
-                raise AlreadyExistsError(f"adapter {name!r} exists (use --version V or --force)")
+            existing = A.name_taken(self.db, row.name, row.version)
+            if existing is not None and not o.force:
+                raise AlreadyExistsError(
+                    f"adapter {row.name!r} exists (use --version V or --force)"
+                )
             if existing is not None:
                 A.update_row(self.db, existing, cols)
                 adapter_id = existing
             else:
-                adapter_id = A.insert_row(self.db, {**cols, "name": name, "version": version})
-            A.add_tags(self.db, adapter_id, tags)
-            for p in parents:
+                adapter_id = A.insert_row(
+                    self.db, {**cols, "name": row.name, "version": row.version}
+                )
+            A.add_tags(self.db, adapter_id, row.tags)
+            for p in row.parents:
                 L.insert_edge(
                     self.db, ("adapter", adapter_id), (p.kind, p.ref), p.relation, p.details
                 )
         return adapter_id
 
-    def add_path(self, path: str | os.PathLike[str], **options: Any) -> list[AdapterRecord]:
+    def add_path(
+        self, path: str | os.PathLike[str], options: AddOptions | None = None, /, **fields: Any
+    ) -> list[AdapterRecord]:
         """Register a file, or every adapter file under a folder (all in one transaction)."""
+        o = replace(options or AddOptions(), **fields)
         root = Path(path).expanduser().resolve()
         if root.is_file():
-            return [self.add_adapter(root, **options)]
+            return [self.add_adapter(root, o)]
         if not root.is_dir():
             raise NotFoundError(f"no such file or folder: {root}")
         peft = A.peft_weights(root)
         if peft is not None:  # a PEFT adapter folder is one adapter, not a folder of them
-            return [self.add_adapter(peft, **options)]
-        if options.get("name") or options.get("copy") or options.get("preview"):
+            return [self.add_adapter(peft, o)]
+        if o.name or o.copy or o.preview:
             raise InvalidInputError(
                 "--name, --copy and a preview apply to a single file, not a folder"
             )
-        files = list(S.walk(root, options.get("trust_pickle", False)))
+        files = list(S.walk(root, o.trust_pickle))
         if not files:
             raise NotFoundError(f"no adapter files under {root}")
         with transaction(self.db):
-            ids = [self.add_adapter(f, **options).id for f in files]
+            ids = [self.add_adapter(f, o).id for f in files]
         return [Q.get_record(self.db, i) for i in ids]
 
     # adapters: reading
@@ -194,9 +177,14 @@ class Registry:
         """Adapters matching every filter (tags: all must match), a page of them with
         limit/offset; `metadata` is not loaded."""
         where, params = Q.list_where(
-            tags=tuple(tags), base=base, format=format, min_rank=min_rank, max_rank=max_rank,
-            search=search, published=published,
-        )  # fmt: skip
+            tags=tuple(tags),
+            base=base,
+            format=format,
+            min_rank=min_rank,
+            max_rank=max_rank,
+            search=search,
+            published=published,
+        )
         return Q.select_records(
             self.db, where, params, order=Q.sort_clause(sort), limit=limit, offset=offset
         )
@@ -331,9 +319,14 @@ class Registry:
         many files are read by `workers` processes (default: the usable cores, or
         $LORAHUB_SCAN_WORKERS)."""
         return S.scan_folder(
-            self.db, root, hash=hash, trust_pickle=trust_pickle, progress=progress,
-            refresh_sidecars=refresh_sidecars, workers=workers,
-        )  # fmt: skip
+            self.db,
+            root,
+            hash=hash,
+            trust_pickle=trust_pickle,
+            progress=progress,
+            refresh_sidecars=refresh_sidecars,
+            workers=workers,
+        )
 
     def compute_missing_hashes(self, progress: Progress = None) -> int:
         """Hash files registered without hashes (`--no-hash`); returns how many were hashed."""
@@ -346,9 +339,14 @@ class Registry:
     # lineage, publications, models
 
     def add_lineage(
-        self, child_kind: str, child_id: str | int, parent_kind: str, parent_id: str | int, relation: str,
+        self,
+        child_kind: str,
+        child_id: str | int,
+        parent_kind: str,
+        parent_id: str | int,
+        relation: str,
         details: dict[str, Any] | None = None,
-    ) -> LineageEdge:  # fmt: skip
+    ) -> LineageEdge:
         """Record that child was made from parent (adapters by ref or id, models by name or id)."""
         return L.insert_edge(
             self.db, (child_kind, child_id), (parent_kind, parent_id), relation, details
@@ -387,18 +385,29 @@ class Registry:
         return L.select_publications(self.db, "adapter_id", Q.resolve_id(self.db, ref))
 
     def record_model(
-        self, name: str, path: str | os.PathLike[str], details: dict[str, Any] | None = None, *,
-        kind: str = "fused", base_family: str | None = None, force: bool = False,
-    ) -> ModelRecord:  # fmt: skip
+        self,
+        name: str,
+        path: str | os.PathLike[str],
+        details: dict[str, Any] | None = None,
+        *,
+        kind: str = "fused",
+        base_family: str | None = None,
+        force: bool = False,
+    ) -> ModelRecord:
         """Record a full model (a fused pipeline or a base); not an adapter."""
         return L.upsert_model(
             self.db, name, Path(path), details, kind=kind, base_family=base_family, force=force
         )
 
     def ensure_model(
-        self, name: str, path: str | os.PathLike[str], details: dict[str, Any] | None = None, *,
-        kind: str, base_family: str | None = None,
-    ) -> ModelRecord:  # fmt: skip
+        self,
+        name: str,
+        path: str | os.PathLike[str],
+        details: dict[str, Any] | None = None,
+        *,
+        kind: str,
+        base_family: str | None = None,
+    ) -> ModelRecord:
         """The recorded model `name`, recorded first when it is new (another writer may win)."""
         for _ in range(2):
             try:

@@ -40,15 +40,26 @@ def list_adapters(
     """Adapters matching every filter, in `AdapterRecord.to_json()` shape; a page of them with
     limit/offset (`total`: how many match in all, `all`: how many are registered; `images`:
     {ref: {count, items: [{position, url}]}} for those with example images, the first 6)."""
-    filters = dict(tags=tag, base=base, format=format, min_rank=min_rank, max_rank=max_rank,
-                   search=q, published=published)  # fmt: skip
+    filters = dict(
+        tags=tag,
+        base=base,
+        format=format,
+        min_rank=min_rank,
+        max_rank=max_rank,
+        search=q,
+        published=published,
+    )
     records = registry.list_adapters(**filters, sort=sort, limit=limit, offset=offset)
     paged = limit is not None or offset
     total = registry.count_adapters(**filters) if paged else len(records)
     return {
-        "adapters": [r.to_json() for r in records], "count": len(records), "total": total,
-        "offset": offset, "all": registry.count_adapters(), "images": page_images(registry, records),
-    }  # fmt: skip
+        "adapters": [r.to_json() for r in records],
+        "count": len(records),
+        "total": total,
+        "offset": offset,
+        "all": registry.count_adapters(),
+        "images": page_images(registry, records),
+    }
 
 
 @router.get("/facets", summary="Every tag and base family in use (filter choices)")

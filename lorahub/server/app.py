@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,84 +38,82 @@ DESCRIPTION = (
 )
 
 
+@dataclass(frozen=True)
+class AppOptions:
+    """What `create_app` builds: the engine (when none is given), the guards and the limits."""
+
+    registry_path: str | Path | None = None  # default: the user's registry
+    token: str | None = None  # require `Authorization: Bearer TOKEN` on every route but /healthz
+    max_queue: int = 32  # generation requests that may wait behind the running one
+    base: str = "tiny"
+    device: str | None = None
+    dtype: str | None = None
+    compile: bool = False
+    warm: bool = False  # load the pipeline at start, not on the first request
+    slot_adapters: tuple[Any, ...] = ()  # with compile: AdapterSpecs that plan the hot-swap slots
+    slot_rank: int | None = None
+    static_dir: str | Path | None = STATIC_DIR  # the web page (None: no page)
+    max_body_bytes: int = MAX_BODY_BYTES
+    max_image_bytes: int = MAX_IMAGE_BYTES  # an uploaded image's body
+    bind_host: str | None = None  # accepted in `Host`, beside loopback names and allowed_hosts
+    allowed_hosts: Iterable[str] = ()
+    max_work: int | None = None  # images x steps x pixels of one request (default: by device)
+
+
 def create_app(
-    registry_path: str | Path | None = None,
-    engine: Any = None,
-    token: str | None = None,
-    max_queue: int = 32,
-    base: str = "tiny",
-    *,
-    device: str | None = None,
-    dtype: str | None = None,
-    compile: bool = False,
-    warm: bool = False,
-    slot_adapters: tuple[Any, ...] = (),
-    slot_rank: int | None = None,
-    static_dir: str | Path | None = STATIC_DIR,
-    max_body_bytes: int = MAX_BODY_BYTES,
-    max_image_bytes: int = MAX_IMAGE_BYTES,
-    bind_host: str | None = None,
-    allowed_hosts: Iterable[str] = (),
-    max_work: int | None = None,
+    options: AppOptions | None = None, /, *, engine: Any = None, **fields: Any
 ) -> FastAPI:
-    """Build the ASGI app; without `engine`, an Engine for `base` is built (pipeline loaded lazily, or at start with `warm`).
+    """Build the ASGI app from `options` (AppOptions, or its fields as keywords); without
+    `engine`, an Engine for `base` is built (pipeline loaded lazily, or at start with `warm`).
 
     Only loopback names, `bind_host` and `allowed_hosts` are accepted in `Host` (421 otherwise);
     `max_work` bounds images x steps x pixels of one request (default: by the engine's device);
     bodies are at most `max_body_bytes`, an uploaded image `max_image_bytes`."""
+    o = replace(options or AppOptions(), **fields)
     owned = engine is None
     if engine is None:
-        engine = build_engine(
-            base,
-            device,
-            dtype,
-            compile,
-            max_queue,
-            slot_adapters=slot_adapters,
-            slot_rank=slot_rank,
-        )
-    worker = EngineWorker(engine, max_queue=max_queue, owned=owned)
+        engine = build_engine(o)
+    worker = EngineWorker(engine, max_queue=o.max_queue, owned=owned)
     st = ServerState(
-        base=base,
+        base=o.base,
         worker=worker,
-        registry_path=Path(registry_path) if registry_path is not None else None,
-        token=token or None,
-        static_dir=Path(static_dir) if static_dir is not None else None,
-        max_work=max_work or default_max_work(getattr(engine, "device", "cpu")),
+        registry_path=Path(o.registry_path) if o.registry_path is not None else None,
+        token=o.token or None,
+        static_dir=Path(o.static_dir) if o.static_dir is not None else None,
+        max_work=o.max_work or default_max_work(getattr(engine, "device", "cpu")),
     )
     worker.set_latency_source(st.metrics.generation_request_seconds.mean)
     app = FastAPI(
-        title="lorahub", version=__version__, description=DESCRIPTION, lifespan=_lifespan(st, warm)
+        title="lorahub",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=_lifespan(st, o.warm),
     )
     app.state.lorahub = st
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router, responses=ERROR_RESPONSES)
     _mount_static(app, st)
-    limits = (max_body_bytes, {FROM_IMAGE: max_image_bytes})
-    _add_middleware(app, st, limits, host_set(bind_host, allowed_hosts))
+    limits = (o.max_body_bytes, {FROM_IMAGE: o.max_image_bytes})
+    _add_middleware(app, st, limits, host_set(o.bind_host, o.allowed_hosts))
     return app
 
 
-def build_engine(
-    base: str,
-    device: str | None,
-    dtype: str | None,
-    compile: bool,
-    max_queue: int,
-    *,
-    slot_adapters: tuple[Any, ...] = (),
-    slot_rank: int | None = None,
-) -> Any:
-    """The engine for `base` (its pipeline loads on first use, or at start with `warm`).
+def build_engine(o: AppOptions) -> Any:
+    """The engine for `o.base` (its pipeline loads on first use, or at start with `warm`).
 
     With `compile`, `slot_adapters` (resolved AdapterSpecs) plan the hot-swap slots."""
     from lorahub.inference import Engine
 
     return Engine(
-        base=base, device=device, dtype=dtype, compile=compile, max_queue=max_queue + 2,
-        slot_adapters=tuple(slot_adapters), slot_rank=slot_rank,
-    )  # fmt: skip
+        base=o.base,
+        device=o.device,
+        dtype=o.dtype,
+        compile=o.compile,
+        max_queue=o.max_queue + 2,
+        slot_adapters=tuple(o.slot_adapters),
+        slot_rank=o.slot_rank,
+    )
 
 
 def _lifespan(st: ServerState, warm: bool) -> Callable[[FastAPI], Any]:

@@ -10,7 +10,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from lorahub.errors import CapacityError, LorahubError
+from lorahub.errors import (
+    AlreadyExistsError,
+    BadFileError,
+    CapacityError,
+    HubError,
+    IncompatibleError,
+    InvalidInputError,
+    LorahubError,
+    NotFoundError,
+    StorageError,
+    TrainingError,
+    UnsupportedError,
+    UntrustedFileError,
+)
+from lorahub.server.work import WorkLimitError
 
 log = logging.getLogger("lorahub.server")
 
@@ -32,7 +46,6 @@ class QueueFullError(CapacityError):
     """The generation queue is full: retry after `retry_after` seconds."""
 
     code = "queue_full"
-    http_status = 429
 
     def __init__(self, message: str, retry_after: int = 1):
         super().__init__(message)
@@ -43,7 +56,31 @@ class ClientGoneError(LorahubError):
     """The client disconnected before its queued request started: it is dropped, never run."""
 
     code = "client_closed_request"
-    http_status = 499
+
+
+STATUS: dict[type[LorahubError], int] = {
+    LorahubError: 400,
+    InvalidInputError: 400,
+    TrainingError: 400,
+    NotFoundError: 404,
+    AlreadyExistsError: 409,
+    BadFileError: 422,
+    UntrustedFileError: 422,
+    IncompatibleError: 422,
+    UnsupportedError: 422,
+    WorkLimitError: 422,
+    QueueFullError: 429,
+    ClientGoneError: 499,
+    HubError: 502,
+    CapacityError: 503,
+    StorageError: 507,
+}
+"""The one table from error class to HTTP status; a class not listed takes its nearest parent's."""
+
+
+def http_status(exc: LorahubError) -> int:
+    """The HTTP status of a library error: its class's entry in STATUS, else its nearest parent's."""
+    return next(STATUS[cls] for cls in type(exc).__mro__ if cls in STATUS)
 
 
 def error_response(
@@ -82,7 +119,7 @@ async def _lorahub_error(request: Request, exc: Exception) -> JSONResponse:
     headers = None
     if isinstance(exc, CapacityError):
         headers = {"Retry-After": str(getattr(exc, "retry_after", 1))}
-    return error_response(exc.http_status, exc.code, exc.message, headers)
+    return error_response(http_status(exc), exc.code, exc.message, headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -36,7 +36,6 @@ class WorkLimitError(InvalidInputError):
     """A request over the server's work bound."""
 
     code = "too_much_work"
-    http_status = 422
 
 
 def check_work(gen: Any, family: str | None, max_work: int) -> None:

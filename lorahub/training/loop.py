@@ -117,8 +117,9 @@ def train(config: TrainConfig, progress: Progress = None) -> TrainResult:
     run.accelerator.wait_for_everyone()
     loss_after = eval_loss(run.m, eval_latents, eval_captions, eval_ids)
     after = sample(run, prompts, "final")
-    return finish(run, state, before, after, prompts, (loss_before, loss_after),
-                  started, t0, resumed_from)  # fmt: skip
+    return finish(
+        run, state, before, after, prompts, (loss_before, loss_after), started, t0, resumed_from
+    )
 
 
 def setup_run(cfg: TrainConfig) -> Run:
@@ -155,8 +156,20 @@ def load_run(cfg: TrainConfig, data: DataSet, name: str, out: Path) -> Run:
             "--cache-latents encodes each image once, so it uses centre crops (random crop is off)"
         )
     layout, train_idx, held = make_layout(data, cfg, resolution, m.latent_multiple)
-    run = Run(cfg, name, out, data, accelerator, m, layout, train_idx, held or train_idx[:EVAL_IMAGES],
-              resolution, warnings=warnings, dataset_hash=data.digest())  # fmt: skip
+    run = Run(
+        cfg,
+        name,
+        out,
+        data,
+        accelerator,
+        m,
+        layout,
+        train_idx,
+        held or train_idx[:EVAL_IMAGES],
+        resolution,
+        warnings=warnings,
+        dataset_hash=data.digest(),
+    )
     from accelerate.utils import set_seed
 
     set_seed(cfg.seed)  # LoRA's gaussian init draws from the global generators
@@ -276,8 +289,15 @@ def sample(run: Run, prompts: list[str], label: str) -> list[Path]:
 def local_batches(run: Run, epoch: int) -> list[list[Item]]:
     """This process's share of the epoch's batches (equal for every process)."""
     cfg, acc = run.cfg, run.accelerator
-    batches = plan_epoch(run.layout.buckets, run.train_idx, cfg.batch_size, cfg.seed, epoch,
-                         flip=cfg.random_flip, caption_dropout=cfg.caption_dropout)  # fmt: skip
+    batches = plan_epoch(
+        run.layout.buckets,
+        run.train_idx,
+        cfg.batch_size,
+        cfg.seed,
+        epoch,
+        flip=cfg.random_flip,
+        caption_dropout=cfg.caption_dropout,
+    )
     usable = len(batches) // acc.num_processes * acc.num_processes
     return batches[:usable][acc.process_index :: acc.num_processes]
 
@@ -349,7 +369,7 @@ def save_checkpoint(run: Run, state: RunState) -> Path:
         "rng": {
             "scheme": "torch.Generator per micro-step, seeded from (seed, micro_step, process)",
             "next_micro_step": state.micro,
-        },  # fmt: skip
+        },
         "fingerprint": fingerprint(run),
         "losses": state.losses,
         "saved_at": time.time(),
@@ -357,8 +377,17 @@ def save_checkpoint(run: Run, state: RunState) -> Path:
     return C.save_checkpoint(run.accelerator, run.out, payload, run.cfg.checkpoints_total_limit)
 
 
-def finish(run: Run, state: RunState, before: list[Path], after: list[Path], prompts: list[str],
-           losses: tuple[float, float], started: float, t0: float, resumed_from: int | None) -> TrainResult:  # fmt: skip
+def finish(
+    run: Run,
+    state: RunState,
+    before: list[Path],
+    after: list[Path],
+    prompts: list[str],
+    losses: tuple[float, float],
+    started: float,
+    t0: float,
+    resumed_from: int | None,
+) -> TrainResult:
     """Write loss files, the grid and the weights, then register (weights removed if that fails).
 
     Only the main process writes; the others return the same paths."""
@@ -385,13 +414,23 @@ def finish(run: Run, state: RunState, before: list[Path], after: list[Path], pro
     plot = plot_path if state.losses else None
     run.accelerator.wait_for_everyone()
     return TrainResult(
-        weights_path=weights, output_dir=out, record=record,
+        weights_path=weights,
+        output_dir=out,
+        record=record,
         final_loss=state.losses[-1]["loss"] if state.losses else float("nan"),
-        heldout_loss_before=losses[0], heldout_loss_after=losses[1], steps=state.step,
-        epochs=facts["epochs"], samples=after, before_after=grid, loss_csv=csv_path, loss_plot=plot,
-        seconds=time.monotonic() - t0, resumed_from=resumed_from, dataset_hash=facts["dataset_hash"],
+        heldout_loss_before=losses[0],
+        heldout_loss_after=losses[1],
+        steps=state.step,
+        epochs=facts["epochs"],
+        samples=after,
+        before_after=grid,
+        loss_csv=csv_path,
+        loss_plot=plot,
+        seconds=time.monotonic() - t0,
+        resumed_from=resumed_from,
+        dataset_hash=facts["dataset_hash"],
         warnings=run.warnings,
-    )  # fmt: skip
+    )
 
 
 def run_facts(run: Run, state: RunState, started: float) -> dict[str, Any]:

@@ -197,9 +197,13 @@ def register(
         )
         lineage = [
             LineageParent("model", base_name, "trained-from", {"base": cfg.base}),
-            LineageParent("dataset", facts["dataset_hash"], "trained-from",
-                          {"path": str(facts["dataset_path"]), "images": facts["num_images"]}),
-        ]  # fmt: skip
+            LineageParent(
+                "dataset",
+                facts["dataset_hash"],
+                "trained-from",
+                {"path": str(facts["dataset_path"]), "images": facts["num_images"]},
+            ),
+        ]
         return reg.add_adapter(
             weights,
             name=name,
