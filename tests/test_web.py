@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -379,45 +376,3 @@ def test_page_scripts_never_parse_markup() -> None:
         assert not [s for s in sinks if s in code], script.name
     page = (static / "index.html").read_text()
     assert "http://" not in page and "https://" not in page  # nothing fetched from elsewhere
-
-
-@pytest.mark.skipif(
-    not os.environ.get("LORAHUB_SCREENSHOTS"),
-    reason="set LORAHUB_SCREENSHOTS=DIR to take screenshots",
-)
-def test_screenshots(server: WebServer, browser: Any) -> None:
-    """Writes gallery.png, adapter.png and mix.png (1280x900) into $LORAHUB_SCREENSHOTS (docs/screenshots)."""
-    out = Path(os.environ["LORAHUB_SCREENSHOTS"])
-    out.mkdir(parents=True, exist_ok=True)
-    if "evil-mix" in [m["name"] for m in server.cli("mix", "list")]:
-        server.cli("mix", "rm", "evil-mix")
-    for ref in ("neon-light", "pixel-art", "evil"):
-        request = urllib.request.Request(
-            f"{server.url}/v1/adapters/{ref}/preview", data=b'{"seed": 0}', method="POST",
-            headers={"Content-Type": "application/json"},
-        )  # fmt: skip
-        urllib.request.urlopen(request, timeout=120).close()
-    open_page(browser, server)
-    wait(browser, lambda d: len(css(d, "#gallery img.preview")) == 4)
-    time.sleep(0.5)
-    browser.save_screenshot(str(out / "gallery.png"))
-    open_page(browser, server, "#/adapter/pixel-art")
-    wait(browser, lambda d: css(d, "#detail-thumb img.preview") and css(d, "#adapter-lineage"))
-    time.sleep(0.5)
-    browser.save_screenshot(str(out / "adapter.png"))
-    compose(browser, server, ["watercolor", "neon-light", "pixel-art"])
-    rows = css(browser, "#mix-members input[type=number]")
-    for field, value in zip(rows, ("0.8", "0.45", "-0.3"), strict=True):
-        field.clear()
-        field.send_keys(value)
-    css(browser, "#mix-name")[0].send_keys("dusk-watercolor")
-    css(browser, "#mix-save")[0].click()
-    wait(browser, lambda d: css(d, '#mix-list li[data-mix="dusk-watercolor"]'))
-    css(browser, "#mix-size")[0].send_keys("256")
-    css(browser, "#mix-try")[0].click()
-    wait(browser, lambda d: css(d, "#mix-image"), timeout=120)
-    browser.execute_script("window.scrollTo(0, 0); document.activeElement.blur()")
-    time.sleep(0.5)
-    browser.save_screenshot(str(out / "mix.png"))
-    for name in ("gallery.png", "adapter.png", "mix.png"):
-        assert (out / name).stat().st_size > 10_000, name
