@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lorahub.errors import CapacityError, InvalidInputError, LorahubError
-from lorahub.server.errors import QueueFullError
+from lorahub.server.errors import STATUS, QueueFullError
 from lorahub.types import AdapterSpec
 
 UNAVAILABLE = (
@@ -34,7 +34,6 @@ class ReplicaUnavailableError(CapacityError):
     """The replica running a request went away (Ray restarts it): retry the request."""
 
     code = "replica_unavailable"
-    http_status = 503
 
     def __init__(self, message: str, retry_after: int = 1):
         super().__init__(message)
@@ -45,7 +44,9 @@ class TooManyAdaptersError(InvalidInputError):
     """A request with more adapters than one replica holds in a set."""
 
     code = "too_many_adapters"
-    http_status = 422
+
+
+STATUS[TooManyAdaptersError] = 422  # the server's one table, as for every error class
 
 
 @dataclass
