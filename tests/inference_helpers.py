@@ -53,3 +53,37 @@ def diffusers_image(adapters: list[tuple[Path, Any]], seed: int = 7) -> np.ndarr
         generator=[torch.Generator("cpu").manual_seed(seed)],
     )
     return pixels(out.images[0])
+
+
+def random_adapters(folder: Path) -> dict[str, Path]:
+    """Three seeded random LoRAs for tiny-sd1 (r1 with text-encoder layers) and a LoHa."""
+    from lorahub.examples import ExampleAdapter, write_example_adapter
+
+    out = {}
+    for i, te in enumerate((False, True, False)):
+        example = ExampleAdapter(f"r{i}", 4, 4.0, 20 + i, te)
+        out[f"r{i}"] = write_example_adapter("tiny", folder / f"r{i}.safetensors", example, std=0.3)
+    out["loha"] = write_loha(folder / "loha.safetensors")
+    return out
+
+
+def write_loha(path: Path) -> Path:
+    """A LyCORIS LoHa on a few tiny-sd1 UNet layers (held as dense ΔW by the engine)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from lorahub.models import load_pipeline
+
+    unet = load_pipeline("tiny", device="cpu", dtype="fp32").unet
+    g = torch.Generator().manual_seed(0)
+    tensors = {}
+    for name, module in unet.named_modules():
+        if name.endswith(("attn1.to_q", "ff.net.2")):
+            out, inp = module.weight.shape
+            key = "lora_unet_" + name.replace(".", "_")
+            for w in ("w1", "w2"):
+                tensors[f"{key}.hada_{w}_a"] = torch.randn(out, 2, generator=g) * 0.3
+                tensors[f"{key}.hada_{w}_b"] = torch.randn(2, inp, generator=g) * 0.3
+            tensors[f"{key}.alpha"] = torch.tensor(2.0)
+    save_file(tensors, str(path))
+    return path
