@@ -50,6 +50,21 @@ def is_loopback(host: str) -> bool:
     help="Generation requests that may wait behind the running one; more get 429 with Retry-After.",
 )
 @click.option(
+    "--max-batch",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Most images in one denoising loop: waiting requests of the same size, steps, "
+    "scheduler and guidance share it, whatever their adapters (1 turns batching off).",
+)
+@click.option(
+    "--batch-window-ms",
+    default=20.0,
+    show_default=True,
+    type=click.FloatRange(0, 10_000),
+    help="How long the worker waits for more requests to join a batch.",
+)
+@click.option(
     "--max-work",
     type=click.IntRange(1, None),
     default=None,
@@ -103,6 +118,8 @@ def serve(
     port: int,
     token: str | None,
     max_queue: int,
+    max_batch: int,
+    batch_window_ms: float,
     max_work: int | None,
     allowed_hosts: tuple[str, ...],
     base: str,
@@ -127,6 +144,7 @@ def serve(
         token=token, max_queue=max_queue, base=base, device=device, dtype=dtype,
         compile=compile_, warm=True, slot_adapters=slots, slot_rank=slot_rank,
         bind_host=host, allowed_hosts=allowed_hosts, max_work=max_work,
+        max_batch=max_batch, batch_window_ms=batch_window_ms or None,
     )  # fmt: skip
     guard = "bearer token required" if token else "no token"
     info(f"lorahub serving {base} on http://{_url_host(host)}:{port} ({guard}; docs at /docs)")

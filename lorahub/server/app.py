@@ -56,11 +56,15 @@ def create_app(
     bind_host: str | None = None,
     allowed_hosts: Iterable[str] = (),
     max_work: int | None = None,
+    max_batch: int = 1,
+    batch_window_ms: float | None = None,
 ) -> FastAPI:
     """Build the ASGI app; without `engine`, an Engine for `base` is built (pipeline loaded lazily, or at start with `warm`).
 
     Only loopback names, `bind_host` and `allowed_hosts` are accepted in `Host` (421 otherwise);
     `max_work` bounds images x steps x pixels of one request (default: by the engine's device);
+    with `max_batch` > 1 and `batch_window_ms`, the built engine gathers waiting compatible
+    requests (same size, steps, scheduler, guidance) into one denoising loop;
     bodies are at most `max_body_bytes`, an uploaded image `max_image_bytes`."""
     owned = engine is None
     if engine is None:
@@ -72,6 +76,8 @@ def create_app(
             max_queue,
             slot_adapters=slot_adapters,
             slot_rank=slot_rank,
+            max_batch=max_batch,
+            batch_window_ms=batch_window_ms,
         )
     worker = EngineWorker(engine, max_queue=max_queue, owned=owned)
     st = ServerState(
@@ -105,6 +111,8 @@ def build_engine(
     *,
     slot_adapters: tuple[Any, ...] = (),
     slot_rank: int | None = None,
+    max_batch: int = 1,
+    batch_window_ms: float | None = None,
 ) -> Any:
     """The engine for `base` (its pipeline loads on first use, or at start with `warm`).
 
@@ -112,8 +120,10 @@ def build_engine(
     from lorahub.inference import Engine
 
     return Engine(
-        base=base, device=device, dtype=dtype, compile=compile, max_queue=max_queue + 2,
-        slot_adapters=tuple(slot_adapters), slot_rank=slot_rank,
+        base=base, device=device, dtype=dtype, compile=compile,
+        max_queue=max_queue + max_batch + 1, slot_adapters=tuple(slot_adapters),
+        slot_rank=slot_rank, max_batch=max_batch,
+        batch_window_ms=batch_window_ms if max_batch > 1 else None,
     )  # fmt: skip
 
 
