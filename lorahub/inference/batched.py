@@ -16,9 +16,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from lorahub.inference import layers
 from lorahub.inference.activate import Selection
 
 UNET = "unet"
+STACK = True  # Linear layers: stacked bmm (True) or segments by set (False); see the docstring
 
 
 def layer_terms(selections: list[Selection]) -> dict[Any, tuple[list, list]]:
@@ -48,11 +50,13 @@ def spans_of(rows: list[int]) -> tuple[tuple[int, int], ...]:
     return tuple((a, b) for a, b in spans)
 
 
-def plan_rows(row_sets: list[list[Selection]]) -> dict[Any, dict[int, tuple]]:
+def plan_rows(row_sets: list[list[Selection]], stack: bool | None = None) -> dict[Any, dict]:
     """Layer -> `lora_rows` for a batch whose image row i uses the set `row_sets[i]`.
 
     Planned for both batch lengths a layer may see: the rows alone (no guidance) and twice the
-    rows (classifier-free guidance: the same sets again, for the unconditional half first)."""
+    rows (classifier-free guidance: the same sets again, for the unconditional half first).
+    `stack` (default `STACK`): Linear layers with low-rank terms only get `layers.Stacked`."""
+    stack = STACK if stack is None else stack
     per_set: dict[int, dict[Any, tuple[list, list]]] = {}
     for sets in row_sets:
         if id(sets) not in per_set:
@@ -68,8 +72,11 @@ def plan_rows(row_sets: list[list[Selection]]) -> dict[Any, dict[int, tuple]]:
             )
             group[0].append(row)
     n = len(row_sets)
-    plans: dict[Any, dict[int, tuple]] = {}
+    plans: dict[Any, dict[int, Any]] = {}
     for module, groups in by_layer.items():
+        if stack and _stackable(module, groups.values()):
+            plans[module] = _stacked(groups.values(), n)
+            continue
         single = tuple((spans_of(rows), terms, dense) for rows, terms, dense in groups.values())
         double = tuple(
             (spans + tuple((a + n, b + n) for a, b in spans), terms, dense)
@@ -79,11 +86,46 @@ def plan_rows(row_sets: list[list[Selection]]) -> dict[Any, dict[int, tuple]]:
     return plans
 
 
+def _stackable(module: Any, groups: Any) -> bool:
+    """A Linear layer whose groups hold low-rank terms only (conv and dense ΔW are segmented)."""
+    return not isinstance(module, layers.LoraConv2d) and all(
+        not dense and all(conv is None for *_, conv in terms) for _, terms, dense in groups
+    )
+
+
+def _stacked(groups: Any, n: int) -> dict[int, layers.Stacked]:
+    """One `layers.Stacked` per batch length: each covered row's terms side by side in rank."""
+    import torch
+
+    per_row: dict[int, tuple[Any, Any]] = {}
+    for rows, terms, _ in groups:
+        down = torch.cat([d for d, _, _, _ in terms])
+        up = torch.cat([u * s for _, u, s, _ in terms], dim=1)
+        for row in rows:
+            per_row[row] = (down, up)
+    covered = sorted(per_row)
+    rank = max(d.shape[0] for d, _ in per_row.values())
+    first_down, first_up = per_row[covered[0]]
+    down = first_down.new_zeros(len(covered), rank, first_down.shape[1])
+    up = first_up.new_zeros(len(covered), first_up.shape[0], rank)
+    for k, row in enumerate(covered):
+        d, u = per_row[row]
+        down[k, : d.shape[0]] = d
+        up[k, :, : d.shape[0]] = u
+    spans, k = [], 0
+    for a, b in spans_of(covered):
+        spans.append((a, b, k))
+        k += b - a
+    single = tuple(spans)
+    double = single + tuple((a + n, b + n, f) for a, b, f in single)
+    return {n: layers.Stacked(single, down, up), 2 * n: layers.Stacked(double, down, up)}
+
+
 class RowBinding:
     """Binds a batch's per-row terms to the UNet layers for one denoising loop, then unbinds."""
 
-    def __init__(self, row_sets: list[list[Selection]]):
-        self.plans = plan_rows(row_sets)
+    def __init__(self, row_sets: list[list[Selection]], stack: bool | None = None):
+        self.plans = plan_rows(row_sets, stack)
 
     def __enter__(self) -> RowBinding:
         for module, rows in self.plans.items():

@@ -14,7 +14,7 @@ Switching adapters rebinds these tuples; with no terms the forward is the plain 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -60,9 +60,33 @@ def row_groups(module: Any, x: torch.Tensor) -> tuple:
     return groups
 
 
+class Stacked(NamedTuple):
+    """A Linear layer's per-row low-rank terms stacked for `torch.bmm`: row `first + i` of
+    `down` [rows, rank, in] and `up` [rows, out, rank] (scale folded in, zero-padded to one
+    rank) serves batch row `start + i` of each `(start, stop, first)` span."""
+
+    spans: tuple[tuple[int, int, int], ...]
+    down: torch.Tensor
+    up: torch.Tensor
+
+
+def add_stacked(plan: Stacked, x: torch.Tensor, out: torch.Tensor) -> None:
+    """Two batched matmuls per span of rows that have terms (other rows pay nothing)."""
+    for start, stop, first in plan.spans:
+        rows = stop - start
+        xs = x[start:stop].reshape(rows, -1, x.shape[-1])
+        o = out[start:stop].view(rows, -1, out.shape[-1])
+        hidden = torch.bmm(xs, plan.down[first : first + rows].transpose(1, 2))
+        o.baddbmm_(hidden, plan.up[first : first + rows].transpose(1, 2))
+
+
 def add_rows_linear(module: Any, x: torch.Tensor, out: torch.Tensor) -> None:
     """Add each row group's own terms to its rows of `out`, in place (views: nothing gathered)."""
-    for spans, terms, dense in row_groups(module, x):
+    groups = row_groups(module, x)
+    if isinstance(groups, Stacked):
+        add_stacked(groups, x, out)
+        return
+    for spans, terms, dense in groups:
         for start, stop in spans:
             xs, o = x[start:stop], out[start:stop]
             flat = o.view(-1, o.shape[-1])
