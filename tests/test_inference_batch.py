@@ -32,8 +32,9 @@ def engine(adapters):
 
 
 def sets_of(adapters):
-    """Different adapter sets: none, weights, per-component and per-block weights, a mix, LoHa."""
-    r0, r1, r2, loha = (adapters[k] for k in ("r0", "r1", "r2", "loha"))
+    """Different adapter sets: none, weights, per-component and per-block weights, mixes, LoHa
+    (dense ΔW) and a LoCon (conv LoRA) with a LoRA."""
+    r0, r1, r2, loha, locon = (adapters[k] for k in ("r0", "r1", "r2", "loha", "locon"))
     return [
         [],
         [spec(r0, weight=0.8)],
@@ -41,6 +42,7 @@ def sets_of(adapters):
         [spec(r0, weight=0.5), spec(r2, weight=1.2)],
         [spec(r0, weight=0.8, block_weights={"up": 0.2, "mid": 0.0})],
         [spec(loha, weight=0.7)],
+        [spec(locon, weight=0.9), spec(r1, weight=0.6)],
     ]
 
 
@@ -50,7 +52,11 @@ def assert_same(batched, alone) -> None:
         assert np.abs(pixels(ours) - pixels(theirs)).max() <= TOLERANCE
 
 
-def test_different_sets_batched_equal_alone(engine, adapters):
+@pytest.mark.parametrize("stack", [True, False], ids=["bmm", "segments"])
+def test_different_sets_batched_equal_alone(engine, adapters, stack, monkeypatch):
+    from lorahub.inference import batched
+
+    monkeypatch.setattr(batched, "STACK", stack)
     reqs = [request(s, seed=i, n=2 if i == 2 else 1) for i, s in enumerate(sets_of(adapters))]
     alone = [engine.generate(r) for r in reqs]
     before = engine.stats()["batches"]
