@@ -55,7 +55,7 @@ def diffusers_image(adapters: list[tuple[Path, Any]], seed: int = 7) -> np.ndarr
     return pixels(out.images[0])
 
 
-def random_adapters(folder: Path) -> dict[str, Path]:
+def write_random_adapters(folder: Path) -> dict[str, Path]:
     """Three seeded random LoRAs for tiny-sd1 (r1 with text-encoder layers), a LoHa, a LoCon."""
     from lorahub.examples import ExampleAdapter, write_example_adapter
 

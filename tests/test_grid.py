@@ -12,14 +12,14 @@ from click.testing import CliRunner
 from PIL import Image
 
 from lorahub.types import MixMember
-from tests.inference_helpers import pixels, random_adapters
+from tests.inference_helpers import pixels
 
 ARGS = ["--steps", "2", "--size", "32x32"]
 
 
 @pytest.fixture(scope="module")
-def adapters(tiny_sd1, tmp_path_factory, one_thread) -> dict[str, Path]:
-    return random_adapters(tmp_path_factory.mktemp("grid-adapters"))
+def adapters(random_adapters) -> dict[str, Path]:
+    return random_adapters
 
 
 def _grid(*args: str):

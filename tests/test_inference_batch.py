@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.inference_helpers import pixels, random_adapters, request, spec
+from tests.inference_helpers import pixels, request, spec
 
 TOLERANCE = 1
 
 
 @pytest.fixture(scope="module")
-def adapters(tiny_sd1, tmp_path_factory, one_thread) -> dict[str, Path]:
-    return random_adapters(tmp_path_factory.mktemp("batch-adapters"))
+def adapters(random_adapters) -> dict[str, Path]:
+    return random_adapters
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +154,23 @@ def test_worker_gathers_compatible_requests(adapters):
     assert results[0].record["timings"].get("batch") is None  # taken before the others came
     assert [r.record["timings"].get("batch") for r in results[1:]] == [3, 3, 3, None]
     assert stats["batch_wait_seconds"]["count"] >= 2 and eng.queue_depth == 0
+
+
+def test_sdxl_pooled_embeddings_and_both_text_encoders(tiny_sdxl, tmp_path, one_thread):
+    """tiny-sdxl: two text encoders with their own LoRA weights, pooled embeddings, negatives."""
+    from lorahub.examples import ExampleAdapter, write_example_adapter
+    from lorahub.inference import Engine
+
+    xl = write_example_adapter(
+        "tiny-sdxl", tmp_path / "xl.safetensors", ExampleAdapter("xl", 4, 4.0, 5, True), std=0.3
+    )
+    reqs = [
+        request([], seed=1),
+        request([spec(xl, weight=0.8)], seed=2),
+        request([spec(xl, te_weight=0.2)], seed=3, negative_prompt="blue"),
+    ]
+    with Engine(base="tiny-sdxl", device="cpu", dtype="fp32") as eng:
+        alone = [eng.generate(r) for r in reqs]
+        for b, a in zip(eng.generate_batch(reqs), alone, strict=True):
+            assert_same(b, a)
+            assert b.record["timings"]["batch"] == 3

@@ -13,15 +13,15 @@ from fastapi.testclient import TestClient
 
 from lorahub.registry import Registry
 from lorahub.server import create_app
-from tests.inference_helpers import pixels, random_adapters
+from tests.inference_helpers import pixels
 from tests.server_fixtures import TEST_HOSTS, decode, error_of, parse_prometheus
 
 SMALL = {"steps": 2, "width": 32, "height": 32}
 
 
 @pytest.fixture(scope="module")
-def adapters(tiny_sd1, tmp_path_factory, one_thread) -> dict[str, Path]:
-    return random_adapters(tmp_path_factory.mktemp("server-batch-adapters"))
+def adapters(random_adapters) -> dict[str, Path]:
+    return random_adapters
 
 
 @pytest.fixture
