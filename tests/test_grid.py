@@ -80,7 +80,8 @@ def test_grid_cells_equal_single_generate_calls(adapters, tmp_path):
     [
         (["--weights", ""], "empty axis"),
         (["--weights", "0,,1"], "empty axis"),
-        (["--weights", "0,half"], "'half' is not a float"),
+        (["--weights", "0,half"], "'half' is not a number"),
+        (["--seeds", "1,1.5"], "'1.5' is not a whole number"),
         (["--weights", "0,nan"], "weights must be finite"),
         (["--seeds", "1,-2"], "seeds must be between"),
         (["--seeds", ",".join(map(str, range(90)))], "more than 256"),

@@ -67,7 +67,8 @@ def parse_axis(text: str, option: str, kind: type) -> tuple[Any, ...]:
         values = tuple(kind(t) for t in items)
     except ValueError:
         bad = next(t for t in items if not _parses(t, kind))
-        raise InvalidInputError(f"{option}: {bad!r} is not a {kind.__name__}") from None
+        what = "number" if kind is float else "whole number"
+        raise InvalidInputError(f"{option}: {bad!r} is not a {what}") from None
     if kind is float:
         for v in values:
             check_weight(v, option)
