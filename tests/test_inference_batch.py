@@ -124,11 +124,43 @@ def test_failing_members_fail_alone(engine, adapters, tmp_path):
         engine.generate_batch(good[:1] + bad[:1])
 
 
-def test_row_plan_groups_shared_terms():
-    from lorahub.inference.batched import plan_rows, spans_of
+@pytest.mark.parametrize("stack", [True, False], ids=["bmm", "segments"])
+def test_layer_adds_each_rows_own_terms_and_nothing_to_rows_without(stack):
+    """One Linear, rows [A, none, B, A+B mix]: each row gets its set's terms, under guidance too."""
+    import torch
+
+    from lorahub.inference import layers
+    from lorahub.inference.activate import Selection
+    from lorahub.inference.adapters import ResidentAdapter, ResidentEntry
+    from lorahub.inference.batched import RowBinding, plan_rows, spans_of
 
     assert spans_of([0, 1, 2, 5, 6, 9]) == ((0, 3), (5, 7), (9, 10))
+    torch.manual_seed(0)
+    layer = layers.install(torch.nn.Linear(6, 5), "x")
+    terms = {k: (torch.randn(r, 6), torch.randn(5, r)) for k, r in (("a", 2), ("b", 3))}
+
+    def adapter(key: str) -> ResidentAdapter:
+        a, b = terms[key]
+        entry = ResidentEntry(layer, "unet", None, "lora", a, b, 0.5, None)
+        return ResidentAdapter(key, key, [entry], 0, frozenset({"unet"}))
+
+    a, b = adapter("a"), adapter("b")
+    rows = [[Selection(a, 1.0)], [], [Selection(b, 2.0)], [Selection(a, 1.0), Selection(b, 2.0)]]
     assert plan_rows([[], []]) == {}
+    x = torch.randn(8, 7, 6)  # guidance: the four rows twice
+    with torch.inference_mode():
+        plain = torch.nn.functional.linear(x, layer.weight, layer.bias)
+        with RowBinding(rows, stack):
+            got = layer(x)
+        assert layer.lora_rows == {}  # unbound after the loop
+    delta = {k: 0.5 * torch.nn.functional.linear(x, t[1] @ t[0]) for k, t in terms.items()}
+    want = plain.clone()
+    for half in (0, 4):
+        want[half + 0] += delta["a"][half + 0]
+        want[half + 2] += 2 * delta["b"][half + 2]
+        want[half + 3] += delta["a"][half + 3] + 2 * delta["b"][half + 3]
+    assert torch.allclose(got, want, atol=1e-5)
+    assert torch.equal(got[1], plain[1]) and torch.equal(got[5], plain[5])  # exactly plain
 
 
 def test_worker_gathers_compatible_requests(adapters):
