@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "extract": "ops_cmds:extract",
     "fuse": "ops_cmds:fuse",
     "generate": "generate_cmd:generate",
+    "grid": "grid_cmd:grid",
     "sidecars": "sidecars_cmd:sidecars",
     "serve": "serve_cmds:serve",
     "push": "hub_cmds:push",

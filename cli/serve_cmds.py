@@ -51,6 +51,21 @@ def is_loopback(host: str) -> bool:
     help="Generation requests that may wait behind the running one; more get 429 with Retry-After.",
 )
 @click.option(
+    "--max-batch",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Most images in one denoising loop: waiting requests of the same size, steps, "
+    "scheduler and guidance share it, whatever their adapters (1 turns batching off).",
+)
+@click.option(
+    "--batch-window-ms",
+    default=20.0,
+    show_default=True,
+    type=click.FloatRange(0, 10_000),
+    help="How long the worker waits for more requests to join a batch.",
+)
+@click.option(
     "--max-work",
     type=click.IntRange(1, None),
     default=None,
@@ -161,6 +176,8 @@ def serve(
     port: int,
     token: str | None,
     max_queue: int,
+    max_batch: int,
+    batch_window_ms: float,
     max_work: int | None,
     allowed_hosts: tuple[str, ...],
     base: str,
@@ -223,6 +240,8 @@ def serve(
         bind_host=host,
         allowed_hosts=allowed_hosts,
         max_work=max_work,
+        max_batch=max_batch,
+        batch_window_ms=batch_window_ms or None,
     )
     app = create_app(options)
     guard = "bearer token required" if token else "no token"

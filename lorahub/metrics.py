@@ -17,6 +17,8 @@ from typing import Any
 
 SWAP_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 GENERATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
+WAIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
 LATENCY_BUCKETS = (
     0.001,
     0.0025,
@@ -86,6 +88,7 @@ class EngineMetrics:
         "evictions_resident",
         "evictions_cpu",
         "fuses",
+        "batches",
     )
 
     def __init__(self) -> None:
@@ -93,6 +96,10 @@ class EngineMetrics:
         self.counters = dict.fromkeys(self.COUNTERS, 0)
         self.swap_seconds = Histogram(SWAP_BUCKETS)
         self.generation_seconds = Histogram(GENERATION_BUCKETS)  # the engine's time per generation
+        # heterogeneous batching: requests and image rows per denoising loop, the worker's wait
+        self.batch_requests = Histogram(BATCH_BUCKETS)
+        self.batch_rows = Histogram(BATCH_BUCKETS)
+        self.batch_wait_seconds = Histogram(WAIT_BUCKETS)
 
     def inc(self, name: str, n: int = 1) -> None:
         """Add `n` to a counter."""
@@ -100,7 +107,7 @@ class EngineMetrics:
             self.counters[name] += n
 
     def observe(self, hist: str, seconds: float) -> None:
-        """Record a latency in `swap_seconds` or `generation_seconds`."""
+        """Record a value in one of the histograms (`swap_seconds`, `batch_rows`, ...)."""
         with self.lock:
             getattr(self, hist).observe(seconds)
 
@@ -111,6 +118,9 @@ class EngineMetrics:
                 **self.counters,
                 "swap_seconds": self.swap_seconds.to_json(),
                 "generation_seconds": self.generation_seconds.to_json(),
+                "batch_requests": self.batch_requests.to_json(),
+                "batch_rows": self.batch_rows.to_json(),
+                "batch_wait_seconds": self.batch_wait_seconds.to_json(),
             }
 
 
@@ -192,9 +202,25 @@ ENGINE_HISTOGRAMS = {
         "lorahub_engine_generation_duration_seconds",
         "Engine time per generation.",
     ),
+    "batch_requests": ("lorahub_batch_requests", "Requests per batched denoising loop."),
+    "batch_rows": ("lorahub_batch_rows", "Image rows per batched denoising loop."),
+    "batch_wait_seconds": (
+        "lorahub_batch_wait_seconds",
+        "Time the worker waited to gather a batch.",
+    ),
 }
 ENGINE_COUNTERS = frozenset(
-    {"requests", "requests_failed", "images", "swaps", "fuses", "unfuses", "loads", "compiles"}
+    {
+        "requests",
+        "requests_failed",
+        "images",
+        "swaps",
+        "fuses",
+        "unfuses",
+        "loads",
+        "compiles",
+        "batches",
+    }
     | {"set_requests", "set_hits", "set_loads", "set_evictions"}
 )
 # Per-replica figures of an engine on Ray (`lorahub serve --ray`), labelled by replica.

@@ -110,3 +110,19 @@ def demo_shapes(tiny_sd1, tmp_path_factory) -> Path:
         train_demo_adapter()
     torch.set_num_threads(threads)
     return home
+
+
+@pytest.fixture(scope="session")
+def random_adapters(tiny_sd1, tmp_path_factory) -> dict[str, Path]:
+    """Seeded random LoRAs (r0..r2, r1 with text-encoder layers), a LoHa and a LoCon for tiny-sd1,
+    written once per session (the batching, grid and server-batching tests)."""
+    import torch
+
+    from tests.inference_helpers import write_random_adapters
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return write_random_adapters(tmp_path_factory.mktemp("random-adapters"))
+    finally:
+        torch.set_num_threads(threads)

@@ -53,3 +53,56 @@ def diffusers_image(adapters: list[tuple[Path, Any]], seed: int = 7) -> np.ndarr
         generator=[torch.Generator("cpu").manual_seed(seed)],
     )
     return pixels(out.images[0])
+
+
+def write_random_adapters(folder: Path) -> dict[str, Path]:
+    """Three seeded random LoRAs for tiny-sd1 (r1 with text-encoder layers), a LoHa, a LoCon."""
+    from lorahub.examples import ExampleAdapter, write_example_adapter
+
+    out = {}
+    for i, te in enumerate((False, True, False)):
+        example = ExampleAdapter(f"r{i}", 4, 4.0, 20 + i, te)
+        out[f"r{i}"] = write_example_adapter("tiny", folder / f"r{i}.safetensors", example, std=0.3)
+    from lorahub.models import load_pipeline
+
+    unet = load_pipeline("tiny", device="cpu", dtype="fp32").unet
+    out["loha"] = write_loha(folder / "loha.safetensors", unet)
+    out["locon"] = write_locon(folder / "locon.safetensors", unet)
+    return out
+
+
+def write_locon(path: Path, unet: Any) -> Path:
+    """A kohya LoCon (low-rank conv LoRA) on the tiny-sd1 UNet's ResNet convs (3x3 down)."""
+    import torch
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(1)
+    tensors = {}
+    for name, module in unet.named_modules():
+        if name.endswith(("resnets.0.conv1", "resnets.0.conv2")):
+            out, inp, kh, kw = module.weight.shape
+            key = "lora_unet_" + name.replace(".", "_")
+            tensors[f"{key}.lora_down.weight"] = torch.randn(2, inp, kh, kw, generator=g) * 0.2
+            tensors[f"{key}.lora_up.weight"] = torch.randn(out, 2, 1, 1, generator=g) * 0.2
+            tensors[f"{key}.alpha"] = torch.tensor(2.0)
+    save_file(tensors, str(path))
+    return path
+
+
+def write_loha(path: Path, unet: Any) -> Path:
+    """A LyCORIS LoHa on a few tiny-sd1 UNet layers (held as dense ΔW by the engine)."""
+    import torch
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(0)
+    tensors = {}
+    for name, module in unet.named_modules():
+        if name.endswith(("attn1.to_q", "ff.net.2")):
+            out, inp = module.weight.shape
+            key = "lora_unet_" + name.replace(".", "_")
+            for w in ("w1", "w2"):
+                tensors[f"{key}.hada_{w}_a"] = torch.randn(out, 2, generator=g) * 0.3
+                tensors[f"{key}.hada_{w}_b"] = torch.randn(2, inp, generator=g) * 0.3
+            tensors[f"{key}.alpha"] = torch.tensor(2.0)
+    save_file(tensors, str(path))
+    return path

@@ -27,6 +27,7 @@ NO_RAY = pytest.mark.skipif(
         "swap.py",
         "train.py",
         "draws.py",
+        "batching.py",
         pytest.param("ray_affinity.py", marks=NO_RAY),
     ],
 )

@@ -288,6 +288,31 @@ def test_trying_a_mix_shows_a_png_and_the_server_state(server: WebServer, browse
     assert "tiny" in body and "Pipeline loaded" in body
 
 
+def test_compare_renders_one_image_per_weight(server: WebServer, browser: Any) -> None:
+    """The composer's "Compare" asks for one image per weight of one adapter, all at once."""
+    compose(browser, server, ["watercolor", "pixel-art"])
+    steps = css(browser, "#mix-steps")[0]
+    steps.clear()
+    steps.send_keys("2")
+    weights = css(browser, "#mix-compare-weights")[0]
+    weights.clear()
+    weights.send_keys("0, x")
+    css(browser, '#mix-members li[data-ref="watercolor"] button.compare')[0].click()
+    wait(browser, lambda d: "as numbers separated by commas" in css(d, "#mix-result")[0].text)
+    weights.clear()
+    weights.send_keys("0, 1, 2")
+    css(browser, '#mix-members li[data-ref="watercolor"] button.compare')[0].click()
+    images = wait(browser, lambda d: len(css(d, "#compare-grid img.generated")) == 3, timeout=120)
+    assert images
+    cells = css(browser, "#compare-grid li")
+    assert [li.get_attribute("data-weight") for li in cells] == ["0", "1", "2"]
+    assert [li.text for li in cells] == ["watercolor: 0", "watercolor: 1", "watercolor: 2"]
+    srcs = [img.get_attribute("src") for img in css(browser, "#compare-grid img.generated")]
+    assert all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert len(set(srcs)) == 3  # the weight changed the picture
+    assert_nothing_injected(browser)
+
+
 def test_preview_generated_on_request_is_stored_in_the_home(
     server: WebServer, browser: Any
 ) -> None:

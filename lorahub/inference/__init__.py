@@ -8,11 +8,15 @@ Public API (stable):
                     max_resident=16, cpu_cache_bytes=..., fuse_after=None, slot_adapters=())
     engine.generate(GenerationRequest(prompt, adapters=[AdapterSpec...], steps=.., seed=..))
         -> GenerationResult(images: list[PIL.Image], record: dict)   # inline, or via the worker
+    engine.generate_batch([request, ...]) -> [GenerationResult]  # shared denoising loops,
+        # whatever each request's adapters; engine.run_batch(...) -> results or their errors
     engine.submit(request) -> concurrent.futures.Future   # CapacityError when the queue is full
+        # (with batch_window_ms, the worker gathers compatible queued requests into one loop)
     engine.start() / engine.close(); engine.stats() / engine.status() -> dict
     engine.family(base=None) -> str; pipelines.base_family(base) -> str | None (no load)
     parse_prompt_tags(prompt) -> (clean_prompt, list[MixMember])
     png.save_png(images, record, dest) -> list[Path]; png.png_bytes(image, record, i) -> bytes
+    compare.plan_grid(...) / compare.render_grid(plan, output) -> GridResult  # `lorahub grid`
 Errors: InvalidInputError (bad request), IncompatibleError (family/shape), CapacityError (queue
 full or adapters do not fit), UnsupportedError (DoRA; TE/LyCORIS when compiled), NotFoundError.
 """

@@ -35,6 +35,14 @@ class Selection:
         return (self.adapter.key, self.weight, self.te_weight, self.block_weights)
 
 
+def selections_for(specs: list[Any], adapters: list[ResidentAdapter]) -> list[Selection]:
+    """The Selections of a request: its specs' weights on their resident adapters."""
+    return [
+        Selection(a, s.weight, s.te_weight, tuple(sorted((s.block_weights or {}).items())))
+        for s, a in zip(specs, adapters, strict=True)
+    ]
+
+
 class Activator:
     """Binds the active set's terms to layers; remembers which layers it touched."""
 

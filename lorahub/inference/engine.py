@@ -1,8 +1,10 @@
 """The inference engine: one worker owns the pipelines; requests queue; `generate(request)`.
 
 Usable directly (the CLI calls `generate`, which runs inline) or from a server thread
-(`start()` a worker, then `submit()`/`generate()` from any thread). Each request runs alone
-with its own seeded generators, so its images never depend on what else is queued.
+(`start()` a worker, then `submit()`/`generate()` from any thread). Each request has its own
+seeded generators, so its images never depend on what else is queued. `generate_batch` runs
+requests with different adapter sets in shared denoising loops (`inference.batching`); with
+`batch_window_ms`, the worker gathers queued compatible requests into such loops.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 
 from lorahub.errors import CapacityError, InvalidInputError, NotFoundError, UnsupportedError
 from lorahub.inference.adapters import CpuCache
+from lorahub.inference.batching import Outcome, chunk_rows, run_batch
+from lorahub.inference.gather import Gatherer
 from lorahub.inference.pipelines import PipelineCache
 from lorahub.inference.requests import GenerationRequest, GenerationResult
 from lorahub.inference.runtime import BaseRuntime
@@ -41,6 +45,8 @@ class EngineConfig:
     cpu_cache_bytes: int = 4 * GiB
     pipeline_cache_size: int = 1
     max_queue: int = 64
+    max_batch: int = 8
+    batch_window_ms: float | None = None
     fuse_after: int | None = None
     trust_pickle: bool = False
     freeze_gc: bool = True
@@ -88,6 +94,13 @@ class Engine:
         )
         self._worker: threading.Thread | None = None
         self._in_flight = 0
+        window = self.config.batch_window_ms
+        self._gatherer = Gatherer(
+            self._queue,
+            self.config.max_batch,
+            None if window is None else window / 1000,
+            self.metrics,
+        )
 
     def _load(self, base: str) -> BaseRuntime:
         from lorahub.models import load_pipeline
@@ -179,22 +192,81 @@ class Engine:
                 self._worker.start()
         return self
 
+    def generate_batch(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        """Run requests in shared denoising loops (up to `max_batch` images each), on this
+        thread; each result equals the request run alone. Raises the first failure."""
+        outcomes = self.run_batch(requests)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return [o for o in outcomes if isinstance(o, GenerationResult)]
+
+    def run_batch(self, requests: list[GenerationRequest]) -> list[Outcome]:
+        """Like `generate_batch`, but each request's result or its own exception, in order."""
+        outcomes: list[Outcome | None] = [None] * len(requests)
+        valid = []
+        for i, request in enumerate(requests):
+            try:
+                request.validate()
+                valid.append(i)
+            except Exception as exc:
+                outcomes[i] = exc
+        for chunk in chunk_rows([requests[i] for i in valid], self.config.max_batch):
+            indices = [valid[j] for j in chunk]
+            with self._lock:
+                results = self._run_many([requests[i] for i in indices])
+            for i, result in zip(indices, results, strict=True):
+                outcomes[i] = result
+        return [o for o in outcomes if o is not None]
+
+    def _run_many(self, requests: list[GenerationRequest]) -> list[Outcome]:
+        """Requests of one batch key through their base's runtime (lock held)."""
+        self.metrics.inc("requests", len(requests))
+        try:
+            outcomes = run_batch(self.runtime(requests[0].base), requests)
+        except Exception as exc:  # the base itself failed to load: every member fails with it
+            outcomes = [exc] * len(requests)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                self.metrics.inc("requests_failed")
+            else:
+                self.metrics.inc("images", len(outcome.images))
+        return outcomes
+
     def _work(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
+            batch = self._gatherer.next_batch()
+            if batch is None:
                 return
-            request, future = item
-            if not future.set_running_or_notify_cancel():
-                continue
-            self._in_flight = 1
+            live = [(r, f) for r, f in batch if f.set_running_or_notify_cancel()]
+            self._in_flight = len(live)
+            try:
+                self._serve(live)
+            finally:
+                self._in_flight = 0
+
+    def _serve(self, live: list[tuple[GenerationRequest, Future]]) -> None:
+        """Run one gathered batch and hand every member its result or its own error."""
+        if len(live) == 1:
+            request, future = live[0]
             try:
                 with self._lock:
                     future.set_result(self._run(request))
             except BaseException as exc:  # delivered to the caller through the future
                 future.set_exception(exc)
-            finally:
-                self._in_flight = 0
+            return
+        if not live:
+            return
+        try:
+            with self._lock:
+                outcomes = self._run_many([r for r, _ in live])
+        except BaseException as exc:
+            outcomes = [exc] * len(live)
+        for (_, future), outcome in zip(live, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
 
     def close(self) -> None:
         """Stop the worker after the queued requests; drop pipelines and caches."""
@@ -216,8 +288,13 @@ class Engine:
 
     @property
     def queue_depth(self) -> int:
-        """Requests waiting plus the one running."""
-        return self._queue.qsize() + self._in_flight
+        """Requests waiting (queued or held back from a batch) plus those running."""
+        return self._queue.qsize() + len(self._gatherer.held) + self._in_flight
+
+    @property
+    def batch_slots(self) -> int:
+        """Requests that may run at once: `max_batch` when the worker gathers batches, else 1."""
+        return self.config.max_batch if self._gatherer.batching else 1
 
     def stats(self) -> dict[str, Any]:
         """Counters, histograms, queue depth and resident adapters (for /metrics)."""

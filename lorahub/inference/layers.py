@@ -5,13 +5,16 @@ state dict and `isinstance` checks are unchanged and nothing is copied. A layer 
 - `lora_terms`: a tuple of `(down, up, scale, conv_args)`: the low-rank terms of the active
   adapters (scale = weight x alpha/rank x block weight, precomputed per request);
 - `lora_dense`: a tuple of `(delta, scale)`: dense ΔW terms (LoHa, LoKr);
-- optional slot buffers `lora_slot_down/up` (compile-safe mode: a fixed-shape term, always on).
+- optional slot buffers `lora_slot_down/up` (compile-safe mode: a fixed-shape term, always on);
+- `lora_rows`: per-row terms of a heterogeneous batch (`inference.batched`), keyed by the batch
+  length the layer sees: groups of `(spans, terms, dense)`, each span a `(start, stop)` range of
+  rows that get those terms; rows in no span get the plain layer only.
 Switching adapters rebinds these tuples; with no terms the forward is the plain layer's.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -27,10 +30,13 @@ class LoraLinear(nn.Linear):
 
     lora_terms: tuple = EMPTY
     lora_dense: tuple = EMPTY
+    lora_rows: dict = {}  # noqa: RUF012 (never mutated: bound per batch as a new dict)
     lora_has_slot: bool = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.linear(x, self.weight, self.bias)
+        if self.lora_rows:
+            add_rows_linear(self, x, out)
         if self.lora_has_slot:
             out = out + F.linear(F.linear(x, self.lora_slot_down), self.lora_slot_up)
         if self.lora_terms:
@@ -43,15 +49,77 @@ class LoraLinear(nn.Linear):
         return out
 
 
+def row_groups(module: Any, x: torch.Tensor) -> tuple:
+    """The row groups bound for a batch of `x.shape[0]` rows (an error if none were planned)."""
+    groups = module.lora_rows.get(x.shape[0])
+    if groups is None:
+        raise RuntimeError(
+            f"batched adapters were bound for batches of {sorted(module.lora_rows)} rows, "
+            f"but a layer saw {x.shape[0]}"
+        )
+    return groups
+
+
+class Stacked(NamedTuple):
+    """A Linear layer's per-row low-rank terms stacked for `torch.bmm`: row `first + i` of
+    `down` [rows, rank, in] and `up` [rows, out, rank] (scale folded in, zero-padded to one
+    rank) serves batch row `start + i` of each `(start, stop, first)` span."""
+
+    spans: tuple[tuple[int, int, int], ...]
+    down: torch.Tensor
+    up: torch.Tensor
+
+
+def add_stacked(plan: Stacked, x: torch.Tensor, out: torch.Tensor) -> None:
+    """Two batched matmuls per span of rows that have terms (other rows pay nothing)."""
+    for start, stop, first in plan.spans:
+        rows = stop - start
+        xs = x[start:stop].reshape(rows, -1, x.shape[-1])
+        o = out[start:stop].view(rows, -1, out.shape[-1])
+        hidden = torch.bmm(xs, plan.down[first : first + rows].transpose(1, 2))
+        o.baddbmm_(hidden, plan.up[first : first + rows].transpose(1, 2))
+
+
+def add_rows_linear(module: Any, x: torch.Tensor, out: torch.Tensor) -> None:
+    """Add each row group's own terms to its rows of `out`, in place (views: nothing gathered)."""
+    groups = row_groups(module, x)
+    if isinstance(groups, Stacked):
+        add_stacked(groups, x, out)
+        return
+    for spans, terms, dense in groups:
+        for start, stop in spans:
+            xs, o = x[start:stop], out[start:stop]
+            flat = o.view(-1, o.shape[-1])
+            for down, up, scale, _ in terms:
+                hidden = F.linear(xs, down)
+                flat.addmm_(hidden.reshape(-1, hidden.shape[-1]), up.t(), alpha=scale)
+            for delta, scale in dense:
+                o.add_(F.linear(xs, delta), alpha=scale)
+
+
+def add_rows_conv(module: Any, x: torch.Tensor, out: torch.Tensor) -> None:
+    """The conv twin of `add_rows_linear`."""
+    for spans, terms, dense in row_groups(module, x):
+        for start, stop in spans:
+            xs, o = x[start:stop], out[start:stop]
+            for down, up, scale, (stride, padding) in terms:
+                o.add_(F.conv2d(F.conv2d(xs, down, None, stride, padding), up), alpha=scale)
+            for delta, scale in dense:
+                o.add_(module._conv_forward(xs, delta, None), alpha=scale)
+
+
 class LoraConv2d(nn.Conv2d):
     """nn.Conv2d plus the active LoRA terms (down uses the base stride/padding, up is 1x1)."""
 
     lora_terms: tuple = EMPTY
     lora_dense: tuple = EMPTY
+    lora_rows: dict = {}  # noqa: RUF012 (never mutated: bound per batch as a new dict)
     lora_has_slot: bool = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self._conv_forward(x, self.weight, self.bias)
+        if self.lora_rows:
+            add_rows_conv(self, x, out)
         if self.lora_has_slot:
             hidden = F.conv2d(
                 x, self.lora_slot_down, None, self.stride, self.padding, self.dilation
@@ -93,6 +161,7 @@ def clear(module: Any) -> None:
     """Remove every active term from a wrapped layer."""
     module.lora_terms = EMPTY
     module.lora_dense = EMPTY
+    module.lora_rows = {}
 
 
 def conv_args(module: nn.Module, down: torch.Tensor) -> tuple[Any, Any] | None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from lorahub.errors import InvalidInputError
 from lorahub.inference import hotswap, pipelines
-from lorahub.inference.activate import Activator, Selection
+from lorahub.inference.activate import Activator, selections_for
 from lorahub.inference.adapters import (
     BufferPool,
     CpuCache,
@@ -73,11 +73,7 @@ class BaseRuntime:
     def run(self, request: GenerationRequest) -> GenerationResult:
         """Activate the request's adapters, sample, return images and the record."""
         specs = list(request.adapters)
-        self.check_clip_skip(request.clip_skip)
-        pipelines.check_families(specs, self.family, self.base)
-        if self.config.compile:
-            for spec in specs:
-                hotswap.check_spec(spec)
+        self.check(request)
         start = time.perf_counter()
         adapters = self.resident.acquire(specs)
         try:
@@ -89,6 +85,14 @@ class BaseRuntime:
             self.resident.release(adapters)
         self.metrics.observe("generation_seconds", gen_s)
         return GenerationResult(images, self._record(request, images, swap_s, gen_s))
+
+    def check(self, request: GenerationRequest) -> None:
+        """Refuse a request this base cannot run, before anything is loaded."""
+        self.check_clip_skip(request.clip_skip)
+        pipelines.check_families(list(request.adapters), self.family, self.base)
+        if self.config.compile:
+            for spec in request.adapters:
+                hotswap.check_spec(spec)
 
     def check_clip_skip(self, clip_skip: int | None) -> None:
         """clip_skip must leave a layer of every text encoder (diffusers indexes past it otherwise)."""
@@ -112,10 +116,7 @@ class BaseRuntime:
         self, specs: list[AdapterSpec], adapters: list[ResidentAdapter], start: float
     ) -> float:
         """Make the request's set active (unfusing/fusing as configured); the swap seconds."""
-        selections = [
-            Selection(a, s.weight, s.te_weight, tuple(sorted((s.block_weights or {}).items())))
-            for s, a in zip(specs, adapters, strict=True)
-        ]
+        selections = selections_for(specs, adapters)
         signature = tuple(s.signature for s in selections)
         if self.fuser.fused and self.fuser.signature != signature:
             self.fuser.unfuse()

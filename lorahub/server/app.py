@@ -58,6 +58,8 @@ class AppOptions:
     bind_host: str | None = None  # accepted in `Host`, beside loopback names and allowed_hosts
     allowed_hosts: Iterable[str] = ()
     max_work: int | None = None  # images x steps x pixels of one request (default: by device)
+    max_batch: int = 1  # requests gathered into one denoising loop (1: each runs alone)
+    batch_window_ms: float | None = None  # how long the worker waits to gather a batch
 
 
 def create_app(
@@ -68,6 +70,8 @@ def create_app(
 
     Only loopback names, `bind_host` and `allowed_hosts` are accepted in `Host` (421 otherwise);
     `max_work` bounds images x steps x pixels of one request (default: by the engine's device);
+    with `max_batch` > 1 and `batch_window_ms`, the built engine gathers waiting compatible
+    requests (same size, steps, scheduler, guidance) into one denoising loop;
     bodies are at most `max_body_bytes`, an uploaded image `max_image_bytes`."""
     o = replace(options or AppOptions(), **fields)
     owned = engine is None
@@ -110,9 +114,11 @@ def build_engine(o: AppOptions) -> Any:
         device=o.device,
         dtype=o.dtype,
         compile=o.compile,
-        max_queue=o.max_queue + 2,
+        max_queue=o.max_queue + o.max_batch + 1,
         slot_adapters=tuple(o.slot_adapters),
         slot_rank=o.slot_rank,
+        max_batch=o.max_batch,
+        batch_window_ms=o.batch_window_ms if o.max_batch > 1 else None,
     )
 
 

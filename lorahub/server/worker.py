@@ -1,5 +1,8 @@
 """Admission control in front of the engine's single worker thread.
 
+With batching on (`lorahub serve --max-batch`), the engine's worker gathers waiting compatible
+requests into one denoising loop; up to `max_batch` of them run at once.
+
 The event loop never runs engine code: `generate(request)` admits the request (or raises
 QueueFullError, answered 429 with Retry-After), hands it to the engine's worker (`submit`, one
 thread owns the pipeline) and awaits the future. An engine without `submit` gets a one-thread
@@ -35,8 +38,8 @@ class EngineWorker:
 
     @property
     def capacity(self) -> int:
-        """Requests admitted at once: the one running plus `max_queue` waiting."""
-        return self.max_queue + 1
+        """Requests admitted at once: those running (one, or a batch) plus `max_queue` waiting."""
+        return self.max_queue + int(getattr(self.engine, "batch_slots", 1))
 
     def depth(self) -> int:
         """Requests admitted and not finished (running or waiting)."""

@@ -1,5 +1,6 @@
-// The mix composer: adapters with a slider + number per weight, "Try" on a prompt, save by name,
-// and the list of saved mixes (load, delete).
+// The mix composer: adapters with a slider + number per weight, "Try" on a prompt, "Compare" one
+// adapter's weights side by side (one request per weight, sent together: the server batches them),
+// save by name, and the list of saved mixes (load, delete).
 
 import { api, seg } from "./api.js";
 import { byId, fill, h } from "./dom.js";
@@ -8,9 +9,12 @@ const members = []; // {ref, weight, te_weight, block_weights}
 let adapters = [];
 let rowId = 0;
 let trying = 0;
+let showErrorRef = () => {};
+const MAX_COMPARE = 16;
 
 /** Wire the composer's buttons (once). */
 export function initMix(showError) {
+  showErrorRef = showError;
   byId("mix-add").addEventListener("click", () => {
     const ref = byId("mix-pick").value;
     if (ref) addMember(ref);
@@ -98,6 +102,8 @@ function memberRow(m) {
     range,
     h("label", { for: numberId, class: "visually-hidden" }, `Weight of ${m.ref}`),
     number,
+    h("button", { type: "button", class: "secondary small compare", "aria-label": `Compare weights of ${m.ref}`,
+      on: { click: () => compareWeights(m.ref, showErrorRef) } }, "Compare"),
     h("button", { type: "button", class: "secondary small", "aria-label": `Remove ${m.ref} from the mix`,
       on: { click: () => removeMember(m.ref) } }, "Remove"));
 }
@@ -131,9 +137,8 @@ function intOrNull(id) {
   return raw === "" ? null : Number.parseInt(raw, 10);
 }
 
-async function tryMix(showError) {
-  const button = byId("mix-try");
-  const result = byId("mix-result");
+/** The /v1/generate body of the composer's current state. */
+function requestBody() {
   const body = {
     prompt: byId("mix-prompt").value,
     adapters: members.map((m) => ({ name: m.ref, ...memberBody(m) })),
@@ -147,6 +152,13 @@ async function tryMix(showError) {
   }
   const size = intOrNull("mix-size");
   if (size !== null) Object.assign(body, { width: size, height: size });
+  return body;
+}
+
+async function tryMix(showError) {
+  const button = byId("mix-try");
+  const result = byId("mix-result");
+  const body = requestBody();
   const run = ++trying;
   button.disabled = true;
   result.setAttribute("aria-busy", "true");
@@ -161,6 +173,45 @@ async function tryMix(showError) {
     button.disabled = false;
     result.removeAttribute("aria-busy");
   }
+}
+
+/** The compare weights as numbers, or null when one is not a finite number (or there are none). */
+function compareWeightList() {
+  const parts = byId("mix-compare-weights").value.split(",").map((p) => p.trim());
+  const weights = parts.map(Number);
+  if (!parts.length || parts.some((p) => p === "") || weights.some((w) => !Number.isFinite(w))) return null;
+  return weights;
+}
+
+/** One image per weight of `ref` (the other members keep theirs), requested together. */
+async function compareWeights(ref, showError) {
+  const result = byId("mix-result");
+  const weights = compareWeightList();
+  if (!weights || weights.length > MAX_COMPARE) {
+    fill(result, h("p", { class: "error-text" },
+      `Give 1 to ${MAX_COMPARE} weights as numbers separated by commas, e.g. 0, 0.5, 1.`));
+    return;
+  }
+  const base = requestBody();
+  const run = ++trying;
+  result.setAttribute("aria-busy", "true");
+  fill(result, h("p", { class: "muted" }, `Generating ${weights.length} images of ${ref}…`));
+  const runs = weights.map((w) => api("/v1/generate", { method: "POST", body: {
+    ...base, adapters: base.adapters.map((a) => (a.name === ref ? { ...a, weight: w } : a)) } }));
+  const settled = await Promise.allSettled(runs);
+  result.removeAttribute("aria-busy");
+  if (run !== trying) return;
+  const failed = settled.find((s) => s.status === "rejected");
+  if (failed) showError(failed.reason);
+  fill(result,
+    h("ul", { id: "compare-grid", class: "compare-grid", "aria-label": `${ref} at ${weights.length} weights` },
+      settled.map((s, i) => h("li", { dataset: { weight: String(weights[i]) } }, h("figure", {},
+        s.status === "fulfilled"
+          ? h("img", { class: "generated", src: `data:image/png;base64,${s.value.images[0]}`,
+            alt: `${base.prompt} with ${ref} at weight ${weights[i]}` })
+          : h("p", { class: "error-text" }, s.reason.message),
+        h("figcaption", {}, `${ref}: ${weights[i]}`))))),
+    h("p", { class: "muted record" }, `seed ${base.seed ?? "default"} · same prompt and seed in every image`));
 }
 
 function drawResult(data) {
