@@ -100,6 +100,7 @@ def plain_diffusers_share(kohya_file: Path, seeds: range) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--skip-accuracy", action="store_true", help="only the adapter sweeps")
     args = parser.parse_args()
     seeds = range(2) if args.smoke else range(16)
     home = Path(tempfile.mkdtemp(prefix="draws-"))
@@ -115,7 +116,7 @@ def main() -> None:
     from lorahub.registry import Registry
     from lorahub.types import MixMember
 
-    bases = ("tiny",) if args.smoke else ("tiny", "tiny-sdxl")
+    bases = () if args.skip_accuracy else ("tiny",) if args.smoke else ("tiny", "tiny-sdxl")
     for base in bases:
         acc = accuracy(base, range(1) if args.smoke else seeds)
         print(f"{base}: colour {acc['colour']:.1%}, shape {acc['shape']:.1%} over "
