@@ -25,19 +25,6 @@ def parse_size(
         ) from None
 
 
-def resolve_adapters(prompt: str, refs: tuple[str, ...], mix: str | None) -> tuple[str, list]:
-    """Prompt without <lora:> tags, and the AdapterSpecs of --mix, --adapter and the tags."""
-    from lorahub.inference.requests import parse_prompt_tags
-    from lorahub.types import parse_weighted_ref, weight_warnings
-
-    prompt, tag_members = parse_prompt_tags(prompt)
-    members = [parse_weighted_ref(r) for r in refs] + tag_members
-    for message in weight_warnings(members):
-        warn(message)
-    with open_registry() as registry:
-        return prompt, registry.resolve_request(members, mix)
-
-
 @click.command()
 @click.argument("prompt")
 @click.option(
@@ -113,32 +100,34 @@ def generate(
     out: Output,
 ) -> None:
     """Generate images with adapters and mixes; the PNGs record prompt, seed, adapters and hashes."""
-    from lorahub.inference import Engine, GenerationRequest
-    from lorahub.inference.pipelines import base_family, check_families
-    from lorahub.inference.png import save_png
+    from lorahub.app.generate import GenerationOrder, Target, record_result, resolve_generation
+    from lorahub.inference import Engine
+    from lorahub.types import parse_weighted_ref
 
     if output.endswith(("/", os.sep)):
         raise InvalidInputError(f"-o {output}: give a file name, e.g. {output.rstrip('/')}/out.png")
     width, height = parse_size(size, width, height)
-    prompt, specs = resolve_adapters(prompt, adapters, mix)
-    check_families(specs, base_family(base), base)
-    request = GenerationRequest(
+    order = GenerationOrder(
         prompt=prompt,
-        negative_prompt=negative,
-        adapters=specs,
-        steps=steps,
-        guidance=guidance,
-        seed=seed,
-        width=width,
-        height=height,
-        n=count,
-        scheduler=scheduler,
-        clip_skip=clip_skip,
-        base=base,
+        adapters=tuple(parse_weighted_ref(r) for r in adapters),
+        mix=mix,
+        settings={
+            "negative_prompt": negative,
+            "steps": steps,
+            "guidance": guidance,
+            "seed": seed,
+            "width": width,
+            "height": height,
+            "n": count,
+            "scheduler": scheduler,
+            "clip_skip": clip_skip,
+            "base": base,
+        },
     )
-    request.validate()
+    with open_registry() as registry:
+        request = resolve_generation(registry, order, Target(base), warn)
     with Engine(base=base, device=device, dtype=dtype) as engine:
         result = engine.generate(request)
-    paths = save_png(result.images, result.record, output)
+    paths = record_result(result, output).paths
     data = {"files": [str(p) for p in paths], "record": result.record}
     out.result(data, lambda: info("\n".join(f"wrote {path}" for path in paths)))

@@ -8,22 +8,6 @@ from lorahub.cli.generate_cmd import parse_size
 from lorahub.cli.output import Output, info, json_option, open_registry, progress, warn
 
 
-def resolve_grid(prompts: tuple[str, ...], adapter: str, mix: str | None) -> tuple:
-    """The axis adapter's spec, and each prompt without its `<lora:>` tags with its fixed specs."""
-    from lorahub.inference.requests import parse_prompt_tags
-    from lorahub.types import parse_weighted_ref, weight_warnings
-
-    rows = []
-    with open_registry() as registry:
-        axis = registry.resolve_members([parse_weighted_ref(adapter)])[0]
-        for text in prompts:
-            prompt, members = parse_prompt_tags(text)
-            for message in weight_warnings(members):
-                warn(message)
-            rows.append((prompt, tuple(registry.resolve_request(members, mix))))
-    return axis, rows
-
-
 @click.command()
 @click.argument("prompt")
 @click.option(
@@ -80,14 +64,16 @@ def grid(
     out: Output,
 ) -> None:
     """One labelled PNG grid of an adapter at several weights (A1111's X/Y plot), and its cells."""
+    from lorahub.app.generate import Target, resolve_grid
     from lorahub.inference.compare import parse_axis, plan_grid, render_grid
-    from lorahub.inference.pipelines import base_family, check_families
 
     axis_weights = parse_axis(weights, "--weights", float)
     axis_seeds = parse_axis(seeds, "--seeds", int)
     width, height = parse_size(size, None, None)
-    spec, rows = resolve_grid((prompt, *more_prompts), adapter, mix)
-    check_families([spec, *(s for _, fixed in rows for s in fixed)], base_family(base), base)
+    with open_registry() as registry:
+        spec, rows = resolve_grid(
+            registry, adapter, (prompt, *more_prompts), mix, Target(base), warn
+        )
     plan = plan_grid(
         spec,
         axis_weights,

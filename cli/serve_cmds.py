@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -224,7 +223,7 @@ def serve(
 
     if not token and not is_loopback(host):
         warn_open_bind(host)
-    slots = plan_slot_specs(base, slot_refs) if compile_ else ()
+    slots = plan_slots(base, slot_refs) if compile_ else ()
     if compile_:
         info(f"compiled mode: hot-swap slots planned from {len(slots)} adapter(s)")
     options = AppOptions(
@@ -278,37 +277,12 @@ def serve_ray(settings: RaySettings, address: str | None, print_config: bool) ->
     ray_serve.run(settings, address, ready)
 
 
-def plan_slot_specs(base: str, refs: tuple[str, ...]) -> tuple[AdapterSpec, ...]:
-    """The adapters that plan compiled mode's slots: `refs`, else every hot-swappable one for `base`."""
-    from lorahub.errors import InvalidInputError, LorahubError
-    from lorahub.inference import hotswap
-    from lorahub.inference.pipelines import base_family, check_families
-    from lorahub.types import MixMember
+def plan_slots(base: str, refs: tuple[str, ...]) -> tuple[AdapterSpec, ...]:
+    """`--compile`'s slot adapters, planned from the user's registry."""
+    from lorahub.app.slots import plan_slot_specs
 
-    family = base_family(base)
     with open_registry() as registry:
-        if refs:
-            specs = registry.resolve_members([MixMember(ref=r) for r in refs])
-            check_families(specs, family, base)
-            for spec in specs:
-                hotswap.check_spec(spec)
-            return tuple(specs)
-        usable = []
-        for record in registry.list_adapters():
-            try:  # one by one: a mix's one-family rule must not apply across the registry
-                spec = registry.resolve_members([MixMember(ref=record.ref)])[0]
-                check_families([spec], family, base)
-                hotswap.check_spec(spec)
-            except LorahubError:
-                continue
-            if Path(spec.path).is_file():  # a moved or deleted file must not stop the server
-                usable.append(spec)
-    if not usable:
-        raise InvalidInputError(
-            f"--compile plans its hot-swap slots from registered adapters, and none is a plain "
-            f"LoRA for {base}: register one, or name them with --slot-adapter"
-        )
-    return tuple(usable)
+        return plan_slot_specs(registry, base, refs)
 
 
 def warn_open_bind(host: str) -> None:

@@ -237,9 +237,9 @@ def test_training_reads_the_family_of_its_base_from_the_table():
 
 
 def test_the_server_the_cards_and_the_sidecars_read_the_table():
+    from lorahub.app.work import request_work
     from lorahub.hub.card import FAMILY_BASES, TINY_BASES
     from lorahub.library.sidecars_out import A1111_VERSIONS
-    from lorahub.server.work import request_work
 
     gen = SimpleNamespace(n=1, steps=1, width=None, height=None)
     for f in families.FAMILIES.values():

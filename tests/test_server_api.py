@@ -206,8 +206,8 @@ def test_status_metrics_and_openapi(server_client) -> None:
 
 def test_http_status_comes_from_the_servers_one_table() -> None:
     from lorahub import errors
+    from lorahub.app.work import WorkLimitError
     from lorahub.server.errors import STATUS, ClientGoneError, QueueFullError, http_status
-    from lorahub.server.work import WorkLimitError
 
     class Gone(errors.NotFoundError):  # a class not in the table takes its nearest parent's
         pass

@@ -11,11 +11,11 @@ import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
+from lorahub.app.work import CPU_MAX_WORK, GPU_MAX_WORK, request_work
 from lorahub.errors import InvalidInputError
 from lorahub.server import create_app
 from lorahub.server.errors import ClientGoneError
 from lorahub.server.hosts import allowed_hosts, host_allowed
-from lorahub.server.work import CPU_MAX_WORK, GPU_MAX_WORK, request_work
 from lorahub.types import MAX_WEIGHT, parse_weighted_ref
 from tests.server_fixtures import SMALL, TEST_HOSTS, error_of
 

@@ -86,9 +86,13 @@ def output_paths(dest: str | Path, n: int) -> list[Path]:
 
 def save_png(images: list[Any], record: dict[str, Any], dest: str | Path) -> list[Path]:
     """Write every image atomically with its text chunks; the paths written."""
-    paths = output_paths(dest, len(images))
-    for i, (image, path) in enumerate(zip(images, paths, strict=True)):
-        data = png_bytes(image, record, i)
+    return write_pngs([png_bytes(image, record, i) for i, image in enumerate(images)], dest)
+
+
+def write_pngs(pngs: list[bytes], dest: str | Path) -> list[Path]:
+    """Write encoded PNGs atomically to `output_paths(dest, len(pngs))`; the paths written."""
+    paths = output_paths(dest, len(pngs))
+    for data, path in zip(pngs, paths, strict=True):
         with atomic_path(path, suffix=".png") as tmp:
             tmp.write_bytes(data)
             tmp.chmod(0o666 & ~_umask())  # an ordinary file's mode, not the temp file's 0600

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from starlette.routing import compile_path
 
 from lorahub import __version__
+from lorahub.app.work import default_max_work
 from lorahub.server import adapters, generate, images, mixes, status
 from lorahub.server.auth import TokenMiddleware
 from lorahub.server.errors import install_error_handlers
@@ -22,7 +23,6 @@ from lorahub.server.limits import BodyLimitMiddleware
 from lorahub.server.schemas import ERROR_RESPONSES, MAX_BODY_BYTES
 from lorahub.server.state import ServerState
 from lorahub.server.uploads import MAX_IMAGE_BYTES
-from lorahub.server.work import default_max_work
 from lorahub.server.worker import EngineWorker
 
 ROUTERS = (generate.router, adapters.router, images.router, mixes.router, status.router)

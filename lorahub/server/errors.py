@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from lorahub.app.work import WorkLimitError
 from lorahub.errors import (
     AlreadyExistsError,
     BadFileError,
@@ -24,7 +25,6 @@ from lorahub.errors import (
     UnsupportedError,
     UntrustedFileError,
 )
-from lorahub.server.work import WorkLimitError
 
 log = logging.getLogger("lorahub.server")
 

@@ -7,16 +7,20 @@ import datetime
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Body, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from lorahub.app import generate as use_case
+from lorahub.app.generate import GenerationOrder, Target
 from lorahub.server.schemas import MAX_PROMPT, GenerateBody, GenerateResponse, PreviewBody, blocks
 from lorahub.server.state import ServerState, open_registry, state
-from lorahub.server.work import check_work
-from lorahub.types import AdapterSpec, MixMember
+from lorahub.types import MixMember
+
+if TYPE_CHECKING:
+    from lorahub.inference.requests import GenerationRequest
 
 router = APIRouter(tags=["generate"])
 
@@ -35,10 +39,9 @@ router = APIRouter(tags=["generate"])
 async def generate(body: GenerateBody, request: Request) -> Response:
     """JSON `{"images": [base64 PNG], "record": {...}}`, or the first image as PNG (`Accept: image/png`)."""
     st = state(request)
-    prompt, specs = await run_in_threadpool(resolve_body, st, body)
-    gen = build_request(body, prompt, specs, st)
+    gen = await run_in_threadpool(resolve_body, st, body)
     result = await run_generation(st, gen, request)
-    pngs = await run_in_threadpool(encode_all, result)
+    pngs = (await run_in_threadpool(use_case.record_result, result)).pngs
     if wants_png(request.headers.get("accept", "")):
         return Response(
             pngs[0], media_type="image/png", headers=png_headers(result.record, len(pngs))
@@ -58,14 +61,9 @@ async def make_preview(
     """Render one image with only this adapter, store it as the adapter's preview; returns the record."""
     st = state(request)
     body = body or PreviewBody()
-    spec, words = await run_in_threadpool(resolve_one, st, ref)
-    prompt = body.prompt or ", ".join(words) or spec.name
-    gen_body = GenerateBody(
-        prompt=prompt, steps=body.steps, seed=body.seed, width=body.width, height=body.height
-    )
-    gen = build_request(gen_body, prompt, [spec], st)
+    gen = await run_in_threadpool(resolve_preview_body, st, ref, body)
     result = await run_generation(st, gen, request)
-    png = (await run_in_threadpool(encode_all, result))[0]
+    png = (await run_in_threadpool(use_case.record_result, result)).pngs[0]
     record = await run_in_threadpool(store_preview, st, ref, png)
     return {
         "adapter": record,
@@ -74,12 +72,22 @@ async def make_preview(
     }
 
 
-def resolve_body(st: ServerState, body: GenerateBody) -> tuple[str, list[AdapterSpec]]:
-    """The prompt without `<lora:...>` tags, and every adapter (mix first) resolved and checked."""
-    from lorahub.inference.requests import parse_prompt_tags
+SETTINGS = (
+    "negative_prompt",
+    "steps",
+    "guidance",
+    "seed",
+    "width",
+    "height",
+    "n",
+    "scheduler",
+    "clip_skip",
+)
 
-    prompt, tag_members = parse_prompt_tags(body.prompt)
-    members = [
+
+def resolve_body(st: ServerState, body: GenerateBody) -> GenerationRequest:
+    """The body as a checked GenerationRequest (mix first, tags parsed), before queueing."""
+    adapters = tuple(
         MixMember(
             ref=a.name,
             weight=a.weight,
@@ -87,56 +95,23 @@ def resolve_body(st: ServerState, body: GenerateBody) -> tuple[str, list[Adapter
             block_weights=blocks(a.block_weights),
         )
         for a in body.adapters
-    ] + tag_members
+    )
+    settings = {key: getattr(body, key) for key in SETTINGS}
+    order = GenerationOrder(prompt=body.prompt, adapters=adapters, mix=body.mix, settings=settings)
     with open_registry(st) as registry:
-        specs = registry.resolve_request(members, body.mix)
-    check_family(st, specs)
-    return prompt, specs
+        return use_case.resolve_generation(registry, order, target(st))
 
 
-def resolve_one(st: ServerState, ref: str) -> tuple[AdapterSpec, list[str]]:
-    """One adapter at weight 1 and its trigger words (for a preview)."""
+def resolve_preview_body(st: ServerState, ref: str, body: PreviewBody) -> GenerationRequest:
+    """One adapter at weight 1 on the body's prompt or its trigger words (for a preview)."""
+    settings = {"steps": body.steps, "seed": body.seed, "width": body.width, "height": body.height}
     with open_registry(st) as registry:
-        record = registry.get_adapter(ref)
-        spec = registry.resolve_members([MixMember(ref=record.ref)])[0]
-    check_family(st, [spec])
-    return spec, list(record.trigger_words)
+        return use_case.resolve_preview(registry, ref, body.prompt, settings, target(st))
 
 
-def check_family(st: ServerState, specs: list[AdapterSpec]) -> None:
-    """Refuse adapters made for another base family than the server's, before queueing."""
-    from lorahub.inference.pipelines import check_families
-
-    check_families(specs, st.base_family, repr(st.base))
-
-
-def build_request(
-    body: GenerateBody, prompt: str, specs: list[AdapterSpec], st: ServerState
-) -> Any:
-    """A GenerationRequest within the server's work bound; unset fields keep the engine's defaults."""
-    from lorahub.inference.pipelines import scheduler_class
-    from lorahub.inference.requests import GenerationRequest
-
-    fields: dict[str, Any] = {"prompt": prompt, "adapters": tuple(specs), "n": body.n}
-    for key in (
-        "negative_prompt",
-        "steps",
-        "guidance",
-        "seed",
-        "width",
-        "height",
-        "scheduler",
-        "clip_skip",
-    ):
-        value = getattr(body, key)
-        if value is not None:
-            fields[key] = value
-    if body.scheduler is not None:
-        scheduler_class(body.scheduler)  # an unknown name is a 400 now, not after queueing
-    gen = GenerationRequest(**fields)
-    gen.validate()
-    check_work(gen, st.base_family, st.max_work)
-    return gen
+def target(st: ServerState) -> Target:
+    """The server's base: its family (cached by the state) and its work bound."""
+    return Target(st.base, repr(st.base), st.max_work, family_of=lambda: st.base_family)
 
 
 async def run_generation(st: ServerState, gen: Any, request: Request) -> Any:
@@ -164,13 +139,6 @@ def summary(gen: Any, record: dict[str, Any], seconds: float) -> dict[str, Any]:
         "n": gen.n,
         "seconds": round(seconds, 4),
     }
-
-
-def encode_all(result: Any) -> list[bytes]:
-    """Each image as PNG bytes carrying the same text chunks as the CLI writes."""
-    from lorahub.inference.png import png_bytes
-
-    return [png_bytes(image, result.record, i) for i, image in enumerate(result.images)]
 
 
 def store_preview(st: ServerState, ref: str, png: bytes) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The work bound of one request: images x steps x pixels, so one valid request cannot hold the server.
+"""The work bound of one request: images x steps x pixels, so one valid request cannot hold a server.
 
 work = n x steps x pixels x max(1, pixels / 1024²): linear up to one megapixel, then quadratic,
 as self-attention over the latent grows with the square of the pixel count (a 2048² image costs
