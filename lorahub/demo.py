@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lorahub.paths import lorahub_home
+
+if TYPE_CHECKING:
+    from lorahub.registry import Registry
 
 Progress = Callable[..., None]
 
@@ -91,7 +94,7 @@ def train_demo_adapter(steps: int | None = None) -> Any:
     return train(config)
 
 
-def _draw(registry: Any) -> tuple[Path, list[Path]]:
+def _draw(registry: Registry) -> tuple[Path, list[Path]]:
     """The demo's grid (rows: prompts; columns: the base, demo-shapes at 0.5 and 1, the two
     examples) and the generated image, through the inference engine; PNGs in HOME/demo."""
     from lorahub.examples import DEMO_ADAPTERS

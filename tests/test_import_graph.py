@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "lorahub"
 HEAVY = ("torch", "diffusers", "transformers", "peft")
 ABOVE_RECORDS = (
+    "lorahub.app",
     "lorahub.inference",
     "lorahub.training",
     "lorahub.ops",
@@ -85,6 +86,26 @@ def imported_names(module: str) -> set[str]:
 
 
 GRAPH = {m: imported_names(m) for m in MODULES}
+
+
+def every_import(module: str) -> set[str]:
+    """Every module `module` imports anywhere, inside functions too (TYPE_CHECKING blocks aside)."""
+    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    checking = [n for n in ast.walk(tree) if isinstance(n, ast.If) and _is_type_checking(n)]
+    skipped = {id(n) for block in checking for s in block.body for n in ast.walk(s)}
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            target = _absolute(module, node)
+            out.update(
+                f"{target}.{a.name}" if f"{target}.{a.name}" in MODULES else target
+                for a in node.names
+            )
+    return out
 
 
 def _edges(prefix: str) -> list[tuple[str, str]]:
@@ -162,3 +183,25 @@ def test_families_imports_no_heavy_library_and_only_the_errors_below_it():
     lorahub_edges = {t for t in GRAPH["lorahub.families"] if _under(t, ("lorahub",))}
     heavy = {t for t in GRAPH["lorahub.families"] if _under(t, HEAVY)}
     assert heavy == set() and lorahub_edges <= {"lorahub.errors"}
+
+
+def test_the_use_cases_sit_between_the_records_and_the_doors():
+    """lorahub.app may import registry, inference and formats (heavy libraries only inside
+    functions); nothing below it imports it, even inside a function, and it imports no door."""
+    app = [m for m in MODULES if _under(m, ("lorahub.app",))]
+    assert "lorahub.app.generate" in app and "lorahub.app.slots" in app
+    heavy = [(m, t) for m, t in _edges("lorahub.app") if _under(t, HEAVY)]
+    doors = [
+        (m, t) for m in app for t in every_import(m) if _under(t, ("lorahub.server", "lorahub.cli"))
+    ]
+    below = [
+        (m, t)
+        for m in MODULES
+        if _under(m, ("lorahub.formats", "lorahub.registry", "lorahub.inference"))
+        for t in every_import(m)
+        if _under(t, ("lorahub.app",))
+    ]
+    assert heavy == [] and doors == [] and below == []
+    # the walk sees the imports inside functions (here the engine's, deferred on purpose)
+    assert "lorahub.inference.pipelines" in every_import("lorahub.app.generate")
+    assert "lorahub.inference.pipelines" not in GRAPH["lorahub.app.generate"]

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lorahub.errors import InvalidInputError
 from lorahub.hub.card import mix_card
 from lorahub.hub.stage import WEIGHT_NAME, Staged
 from lorahub.registry.records import AdapterRecord, MixRecord
+
+if TYPE_CHECKING:
+    from lorahub.registry import Registry
 
 RECIPE_NAME = "lorahub_recipe.json"
 
@@ -50,7 +53,7 @@ def recipe_json(mix: MixRecord, members: list[dict[str, Any]]) -> bytes:
 
 
 def stage_mix(
-    reg: Any, mix: MixRecord, repo: str, tmp: Path, license: str | None, recipe: bool
+    reg: Registry, mix: MixRecord, repo: str, tmp: Path, license: str | None, recipe: bool
 ) -> tuple[Staged, str]:
     """Stage a mix: `recipe` → lorahub_recipe.json; else the members merged with `cat` into one file."""
     records = [reg.get_adapter(m.ref) for m in mix.members]
@@ -67,7 +70,7 @@ def stage_mix(
     return staged, card
 
 
-def bake(reg: Any, mix: MixRecord, dest: Path) -> Path:
+def bake(reg: Registry, mix: MixRecord, dest: Path) -> Path:
     """Merge the mix's members (weights applied) into one diffusers-format adapter, exactly (`cat`)."""
     from lorahub.ops.merge import MergeOptions, merge_adapters
 

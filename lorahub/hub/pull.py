@@ -7,12 +7,15 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lorahub.errors import BadFileError, InvalidInputError, LorahubError, NotFoundError
 from lorahub.hub import client
 from lorahub.hub.stage import WEIGHT_NAME, matches_remote
 from lorahub.registry.records import AdapterRecord, LineageParent
+
+if TYPE_CHECKING:
+    from lorahub.registry import Registry
 
 NOT_WEIGHTS = ("scheduler", "optimizer", "checkpoint")  # as diffusers' weight-name guess
 GENERIC_TAGS = {
@@ -129,7 +132,7 @@ def pull_adapter(
     version: str | None = None,
     force: bool = False,
     token: str | None = None,
-    registry: Any = None,
+    registry: Registry | None = None,
 ) -> AdapterRecord:
     """Download an adapter from a Hub repo (`owner/name[@rev]`) and register it with source=hub."""
     from lorahub import paths

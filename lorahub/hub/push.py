@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lorahub.errors import InvalidInputError, NotFoundError
 from lorahub.hub import client
@@ -15,6 +15,9 @@ from lorahub.hub.card import HubFile, adapter_card
 from lorahub.hub.mixes import stage_mix
 from lorahub.hub.stage import WEIGHT_NAME, Staged, matches_remote
 from lorahub.registry.records import AdapterRecord
+
+if TYPE_CHECKING:
+    from lorahub.registry import Registry
 
 ALSO_FORMATS = ("kohya",)
 DROP_METADATA = ("format", "lora_adapter_metadata")  # rewritten by the writer for the new layout
@@ -87,7 +90,7 @@ def kohya_name(record: AdapterRecord) -> str:
 
 
 def stage_adapter(
-    reg: Any,
+    reg: Registry,
     record: AdapterRecord,
     repo: str,
     tmp: Path,
@@ -210,7 +213,7 @@ def push_adapter(
     dry_run: bool = False,
     license: str | None = None,
     token: str | None = None,
-    registry: Any = None,
+    registry: Registry | None = None,
     progress: Progress = None,
     recipe: bool = False,
 ) -> PushResult:
@@ -254,7 +257,7 @@ def push_adapter(
 
 
 def _stage(
-    reg: Any,
+    reg: Registry,
     ref: str,
     repo: str,
     tmp: Path,

@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lorahub.errors import InvalidInputError, NotFoundError
 from lorahub.library.imagemeta import ImageRecipe, RecipeMember, read_recipe
 from lorahub.types import MixMember
+
+if TYPE_CHECKING:
+    from lorahub.registry import Registry
 
 
 @dataclass
@@ -46,7 +49,7 @@ class FromImage:
         }
 
 
-def resolve_member(registry: Any, member: RecipeMember) -> tuple[str, str] | None:
+def resolve_member(registry: Registry, member: RecipeMember) -> tuple[str, str] | None:
     """(registry ref, "hash"|"name") of a recipe member: by AutoV3/AutoV2 hash first, then name."""
     for how, ref in (("hash", member.hash), ("name", member.name)):
         if not ref:
@@ -59,7 +62,7 @@ def resolve_member(registry: Any, member: RecipeMember) -> tuple[str, str] | Non
 
 
 def mix_from_image(
-    registry: Any,
+    registry: Registry,
     image: str | os.PathLike[str],
     name: str,
     *,

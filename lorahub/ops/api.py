@@ -10,13 +10,16 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lorahub.errors import AlreadyExistsError, InvalidInputError, NotFoundError
 from lorahub.ops import inputs as I
 from lorahub.ops.merge import MergeOptions
 from lorahub.ops.report import OpReport
 from lorahub.types import AdapterSpec, MixMember, check_name, parse_weighted_ref
+
+if TYPE_CHECKING:
+    from lorahub.registry import Registry
 
 Progress = Callable[..., None] | None
 SUFFIX = {"diffusers": ".safetensors", "kohya": ".safetensors", "peft": ""}
@@ -87,7 +90,7 @@ def _refuse_missing_path(ref: str) -> None:
         raise NotFoundError(f"no such file: {ref}")
 
 
-def resolve(registry: Any, members: Sequence[MixMember], mix: str | None) -> list[AdapterSpec]:
+def resolve(registry: Registry, members: Sequence[MixMember], mix: str | None) -> list[AdapterSpec]:
     """AdapterSpecs for members (registered refs and files) or a stored mix; one family, no duplicates."""
     if mix and members:
         raise InvalidInputError("give adapters or --mix NAME, not both")
@@ -111,7 +114,7 @@ def _is_file(ref: str) -> bool:
     return ("/" in ref or ref.endswith(".safetensors")) and Path(ref).expanduser().exists()
 
 
-def destination(registry: Any, out: Output, stem: str, format: str = "diffusers") -> Path:
+def destination(registry: Registry, out: Output, stem: str, format: str = "diffusers") -> Path:
     """The file to write: -o PATH, or the store path of --name; refuses taken names without force."""
     if not out.name and not out.path:
         raise InvalidInputError("name the result with --name NAME (registry) or -o PATH (file)")
@@ -132,7 +135,7 @@ def destination(registry: Any, out: Output, stem: str, format: str = "diffusers"
     return store_dir() / str(out.name) / f"{out.name}{SUFFIX.get(format, '.safetensors') or ''}"
 
 
-def _check_not_registered(registry: Any, path: Path, name: str | None) -> None:
+def _check_not_registered(registry: Registry, path: Path, name: str | None) -> None:
     """Refuse to write over another registered adapter's file (a mix or lineage may use it)."""
     from lorahub.registry.adapters import registered_at
 
@@ -145,7 +148,7 @@ def _check_not_registered(registry: Any, path: Path, name: str | None) -> None:
         )
 
 
-def _adapter_exists(registry: Any, name: str) -> bool:
+def _adapter_exists(registry: Registry, name: str) -> bool:
     try:
         registry.get_adapter(name)
     except NotFoundError:
@@ -153,7 +156,7 @@ def _adapter_exists(registry: Any, name: str) -> bool:
     return True
 
 
-def _model_exists(registry: Any, name: str) -> bool:
+def _model_exists(registry: Registry, name: str) -> bool:
     try:
         registry.get_model(name)
     except NotFoundError:
@@ -162,7 +165,7 @@ def _model_exists(registry: Any, name: str) -> bool:
 
 
 def _register(
-    registry: Any,
+    registry: Registry,
     path: Path,
     out: Output,
     source: str,
@@ -187,7 +190,10 @@ def _register(
 
 
 def _registered_parents(
-    registry: Any, specs: Sequence[AdapterSpec], report: OpReport, registered: str | None = None
+    registry: Registry,
+    specs: Sequence[AdapterSpec],
+    report: OpReport,
+    registered: str | None = None,
 ) -> list[tuple[str, dict[str, Any]]]:
     """(ref, details) for each input that is a registered adapter; details hold the whole report
     (with `registered`, the name the result is registered under)."""
@@ -200,7 +206,7 @@ def _registered_parents(
 
 
 def merge(
-    registry: Any,
+    registry: Registry,
     members: Sequence[MixMember],
     options: MergeOptions,
     out: Output,
@@ -229,7 +235,7 @@ def _weight_warnings(specs: Sequence[AdapterSpec]) -> list[str]:
     )
 
 
-def _single(registry: Any, ref: str) -> AdapterSpec:
+def _single(registry: Registry, ref: str) -> AdapterSpec:
     """An adapter given by reference or file path, as a spec."""
     if _is_file(ref) or Path(ref).expanduser().is_file():
         return I.spec_from_file(ref)
@@ -238,7 +244,7 @@ def _single(registry: Any, ref: str) -> AdapterSpec:
 
 
 def resize(
-    registry: Any,
+    registry: Registry,
     ref: str,
     out: Output,
     *,
@@ -262,7 +268,7 @@ def resize(
 
 
 def export(
-    registry: Any,
+    registry: Registry,
     ref: str,
     out: Output,
     *,
@@ -285,7 +291,7 @@ def export(
 
 
 def fuse(
-    registry: Any,
+    registry: Registry,
     members: Sequence[MixMember],
     base: str,
     output: str | os.PathLike[str],
@@ -302,14 +308,13 @@ def fuse(
     model_name = check_name(name or Path(output).name, "model name")
     if not force and _model_exists(registry, model_name):
         raise AlreadyExistsError(f"model {model_name!r} exists (use --force to replace it)")
-    report = fuse_adapters(
-        base, specs, Path(output).expanduser().resolve(), force=force, progress=progress
-    )
+    dest = Path(output).expanduser().resolve()
+    report = fuse_adapters(base, specs, dest, force=force, progress=progress)
     report.warnings.extend(_weight_warnings(specs))
     details = {**report.summary(), "base": base}
     model = registry.record_model(
         model_name,
-        report.output,
+        dest,
         details,
         kind="fused",
         base_family=I.check_specs(specs),
@@ -324,7 +329,7 @@ def fuse(
 
 
 def extract(
-    registry: Any,
+    registry: Registry,
     base: str,
     tuned: str,
     options: Any,
@@ -370,7 +375,7 @@ def extract(
     return report
 
 
-def _ensure_model(registry: Any, ref: str, path: Path, kind: str) -> str:
+def _ensure_model(registry: Registry, ref: str, path: Path, kind: str) -> str:
     """The registry model name of a checkpoint, recording it when it is new."""
     from lorahub.models import model_name
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse, Response
 
 from lorahub.errors import BadFileError, NotFoundError
 from lorahub.server.state import registry_dep
+
+if TYPE_CHECKING:
+    from lorahub.registry import Registry
 
 router = APIRouter(prefix="/v1/adapters", tags=["adapters"])
 Reg = Annotated[Any, Depends(registry_dep)]
@@ -29,7 +32,7 @@ def image_json(ref: str, image: Any) -> dict[str, Any]:
     return {**image.to_json(), "url": f"/v1/adapters/{ref}/images/{image.position}"}
 
 
-def page_images(registry: Any, records: list[Any]) -> dict[str, Any]:
+def page_images(registry: Registry, records: list[Any]) -> dict[str, Any]:
     """{ref: {count, items}} for a page of adapters with images (the first STRIP of each)."""
     found = registry.images_of([r.id for r in records], STRIP)
     out = {}

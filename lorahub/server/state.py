@@ -8,13 +8,16 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 
 from lorahub import families
 from lorahub.metrics import ServerMetrics
 from lorahub.server.worker import EngineWorker
+
+if TYPE_CHECKING:
+    from lorahub.registry import Registry
 
 RECENT = 20
 
@@ -79,7 +82,7 @@ def state(request: Request) -> ServerState:
 
 
 @contextlib.contextmanager
-def open_registry(st: ServerState) -> Iterator[Any]:
+def open_registry(st: ServerState) -> Iterator[Registry]:
     """A registry connection for one request (SQLite connections stay in their thread)."""
     from lorahub.registry import Registry
 
@@ -92,7 +95,7 @@ def open_registry(st: ServerState) -> Iterator[Any]:
             close()
 
 
-def registry_dep(request: Request) -> Iterator[Any]:
+def registry_dep(request: Request) -> Iterator[Registry]:
     """FastAPI dependency: a registry for this request, closed afterwards."""
     with open_registry(state(request)) as registry:
         yield registry
