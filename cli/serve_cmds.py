@@ -146,6 +146,14 @@ def is_loopback(host: str) -> bool:
     help="With --ray: most adapters in one request.",
 )
 @click.option(
+    "--adapters-from",
+    default="path",
+    show_default=True,
+    type=click.Choice(["path", "hub", "auto"]),
+    help="With --ray: replicas read adapter files by path, from the Hub (repo@revision of a "
+    "push or pull, sha256-checked), or auto (path when readable, else Hub).",
+)
+@click.option(
     "--print-config",
     is_flag=True,
     help="With --ray: print a Ray Serve config file (for `serve deploy`) and exit.",
@@ -178,6 +186,7 @@ def serve(
     cpus_per_replica: float,
     sets_per_replica: int,
     max_set_adapters: int,
+    adapters_from: str,
     print_config: bool,
     log_level: str,
 ) -> None:
@@ -189,7 +198,7 @@ def serve(
             token=token, device=device, dtype=dtype, replicas=replicas, max_replicas=max_replicas,
             num_gpus=gpus_per_replica, num_cpus=cpus_per_replica, max_sets=sets_per_replica,
             max_set_adapters=max_set_adapters, max_queue=max_queue, max_work=max_work, host=host,
-            port=port, allowed_hosts=allowed_hosts, base=base,
+            port=port, allowed_hosts=allowed_hosts, base=base, adapters_from=adapters_from,
         )  # fmt: skip
         return serve_ray(settings, ray_address, print_config)
 
@@ -217,7 +226,8 @@ def ray_settings(**fields: Any) -> RaySettings:
     from lorahub.paths import registry_path
     from lorahub.server.ray_config import RaySettings
 
-    env = {k: os.environ[k] for k in ("LORAHUB_CACHE",) if k in os.environ}
+    forward = ("LORAHUB_CACHE", "HF_ENDPOINT")  # never HF_TOKEN: runtime_env is visible in Ray
+    env = {k: os.environ[k] for k in forward if k in os.environ}
     return RaySettings(registry_path=str(registry_path().resolve()), env=env, **fields)
 
 

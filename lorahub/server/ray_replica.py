@@ -5,17 +5,20 @@ replica's engine; Ray's per-replica LRU evicts sets beyond `max_sets`, and the e
 of its adapters, which leave the device unless another resident set still holds them. The
 request itself always runs with the adapters it carries, so a routing mistake can cost a load,
 never an image made with the wrong adapters. Replicas read adapter files by the path the
-registry gave; they never open the registry.
+registry gave, or from the Hub's cache by `repo@revision` (ray_files); they never open the
+registry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 from lorahub.errors import InvalidInputError
 from lorahub.server.ray_config import ENGINE, RaySettings, engine_options
 from lorahub.server.ray_engine import ReplicaReply, adapter_set_id
+from lorahub.server.ray_files import HubSource, ReplicaFiles
 from lorahub.types import AdapterSpec
 
 SET_COUNTERS = ("set_requests", "set_hits", "set_loads", "set_evictions")
@@ -49,6 +52,7 @@ class EngineReplica:
         self.settings, self.name = settings, name
         self.engine = engine if engine is not None else build_replica_engine(settings)
         self.counts = dict.fromkeys(SET_COUNTERS, 0)
+        self.files = ReplicaFiles(settings.adapters_from)
         self.pending: dict[str, tuple[AdapterSpec, ...]] = {}
 
     async def load(self, set_id: str) -> AdapterSet:
@@ -66,7 +70,9 @@ class EngineReplica:
         self.pending.pop(adapter_set.set_id, None)
         self.engine.let_go(adapter_set.keys)
 
-    async def generate(self, request: Any, set_id: str, load: Any) -> ReplicaReply:
+    async def generate(
+        self, request: Any, set_id: str, load: Any, sources: dict[str, HubSource] | None = None
+    ) -> ReplicaReply:
         """Run `request` with its adapter set resident (loaded through `load` when it is not)."""
         specs = list(request.adapters)
         expected = adapter_set_id(specs)
@@ -74,6 +80,9 @@ class EngineReplica:
             raise InvalidInputError(
                 f"request routed as adapter set {set_id} but its adapters make {expected}"
             )
+        if sources:  # files from the Hub's cache: same keys, so the same set and image
+            specs = await asyncio.to_thread(self.files.resolve, specs, sources)
+            request = dataclasses.replace(request, adapters=tuple(specs))
         if specs:
             self.counts["set_requests"] += 1
             if await asyncio.to_thread(self.engine.holds, specs):
@@ -136,9 +145,9 @@ def engine_deployment(settings: RaySettings) -> Any:
         async def load_set(self, set_id: str) -> AdapterSet:
             return await self.replica.load(set_id)
 
-        async def generate(self, request: Any) -> ReplicaReply:
+        async def generate(self, request: Any, sources: Any = None) -> ReplicaReply:
             set_id = serve.get_multiplexed_model_id()
-            return await self.replica.generate(request, set_id, self.load_set)
+            return await self.replica.generate(request, set_id, self.load_set, sources)
 
         def check_health(self) -> None:
             self.replica.check_health()
