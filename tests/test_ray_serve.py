@@ -157,6 +157,30 @@ def test_an_engine_holds_a_set_until_it_lets_go(server_engine, ray_home):
     assert not server_engine.holds(specs[:1])
 
 
+def test_a_late_eviction_does_not_forget_a_set_asked_for_again(server_engine, ray_home):
+    """Ray's loader gets only the set id; an evicted copy's `__del__` may run after a new request
+    for the same set stored its adapters, and must not make the loader lose them."""
+    import asyncio
+
+    from lorahub.server.ray_config import RaySettings
+    from lorahub.server.ray_engine import adapter_set_id
+    from lorahub.server.ray_replica import EngineReplica
+    from lorahub.types import MixMember
+
+    with Registry(ray_home / "registry.db") as reg:
+        specs = tuple(reg.resolve_members([MixMember(ref="rand-b")]))
+    replica = EngineReplica(RaySettings(), "r", engine=server_engine)
+    set_id = adapter_set_id(specs)
+    replica.remember(set_id, specs)
+    old = asyncio.run(replica.load(set_id))
+    replica.remember(set_id, specs)  # a new request for the set, while Ray evicts the old copy
+    old.release()  # ... whose `__del__` runs only now
+    new = asyncio.run(replica.load(set_id))
+    assert server_engine.holds(list(specs))
+    new.release()
+    assert not server_engine.holds(list(specs))
+
+
 @needs_ray
 def test_a_request_through_ray_makes_the_same_image_as_plain_serve(
     ray_app, ray_home, server_engine

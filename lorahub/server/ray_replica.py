@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections import OrderedDict
 from typing import Any
 
 from lorahub.errors import InvalidInputError
@@ -22,6 +23,7 @@ from lorahub.server.ray_files import HubSource, ReplicaFiles
 from lorahub.types import AdapterSpec
 
 SET_COUNTERS = ("set_requests", "set_hits", "set_loads", "set_evictions")
+PENDING = 256  # adapter sets whose specs a replica remembers for its loader (most recent first)
 
 
 class AdapterSet:
@@ -53,7 +55,9 @@ class EngineReplica:
         self.engine = engine if engine is not None else build_replica_engine(settings)
         self.counts = dict.fromkeys(SET_COUNTERS, 0)
         self.files = ReplicaFiles(settings.adapters_from)
-        self.pending: dict[str, tuple[AdapterSpec, ...]] = {}
+        # set id -> specs, for Ray's loader (called with the id only). Not emptied on eviction:
+        # an evicted set's `__del__` can run after a new request for that set stored its specs.
+        self.pending: OrderedDict[str, tuple[AdapterSpec, ...]] = OrderedDict()
 
     async def load(self, set_id: str) -> AdapterSet:
         """Make the set's adapters resident and pinned (the multiplexed loader's work)."""
@@ -67,7 +71,6 @@ class EngineReplica:
     def drop(self, adapter_set: AdapterSet) -> None:
         """An evicted set: unpin its adapters (they leave the device unless pinned elsewhere)."""
         self.counts["set_evictions"] += 1
-        self.pending.pop(adapter_set.set_id, None)
         self.engine.let_go(adapter_set.keys)
 
     async def generate(
@@ -88,10 +91,17 @@ class EngineReplica:
             if await asyncio.to_thread(self.engine.holds, specs):
                 self.counts["set_hits"] += 1
         if set_id:
-            self.pending[set_id] = tuple(specs)
+            self.remember(set_id, tuple(specs))
             await load(set_id)
         result = await asyncio.wrap_future(self.engine.submit(request))
         return ReplicaReply(result, self.name, self.stats(), self.engine.status())
+
+    def remember(self, set_id: str, specs: tuple[AdapterSpec, ...]) -> None:
+        """Keep a set's specs for the loader (the least recently asked for go beyond PENDING)."""
+        self.pending[set_id] = specs
+        self.pending.move_to_end(set_id)
+        while len(self.pending) > PENDING:
+            self.pending.popitem(last=False)
 
     def stats(self) -> dict[str, Any]:
         """The engine's figures and this replica's adapter-set counters."""
