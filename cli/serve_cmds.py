@@ -160,6 +160,14 @@ def is_loopback(host: str) -> bool:
     help="With --ray: most adapters in one request.",
 )
 @click.option(
+    "--adapters-from",
+    default="path",
+    show_default=True,
+    type=click.Choice(["path", "hub", "auto"]),
+    help="With --ray: replicas read adapter files by path, from the Hub (repo@revision of a "
+    "push or pull, sha256-checked), or auto (path when readable, else Hub).",
+)
+@click.option(
     "--print-config",
     is_flag=True,
     help="With --ray: print a Ray Serve config file (for `serve deploy`) and exit.",
@@ -193,6 +201,7 @@ def serve(
     cpus_per_replica: float,
     sets_per_replica: int,
     max_set_adapters: int,
+    adapters_from: str,
     print_config: bool,
     log_level: str,
 ) -> None:
@@ -216,6 +225,7 @@ def serve(
             port=port,
             allowed_hosts=allowed_hosts,
             base=base,
+            adapters_from=adapters_from,
         )
         return serve_ray(settings, ray_address, print_config)
 
@@ -255,7 +265,8 @@ def ray_settings(**fields: Any) -> RaySettings:
     from lorahub.paths import registry_path
     from lorahub.server.ray_config import RaySettings
 
-    env = {k: os.environ[k] for k in ("LORAHUB_CACHE",) if k in os.environ}
+    forward = ("LORAHUB_CACHE", "HF_ENDPOINT")  # never HF_TOKEN: runtime_env is visible in Ray
+    env = {k: os.environ[k] for k in forward if k in os.environ}
     return RaySettings(registry_path=str(registry_path().resolve()), env=env, **fields)
 
 

@@ -46,7 +46,9 @@ class ExampleAdapter:
     steps: int = 400
     images: int = 48  # of its variant of the world
     learning_rate: float = 1e-3
-    targets: tuple[str, ...] = ()  # UNet modules trained (default: STYLE_TARGETS)
+    targets: tuple[
+        str, ...
+    ] = ()  # UNet modules (default: STYLE_TARGETS trained, UNET_TARGETS random)
     noise_offset: float = 0.0
 
 
@@ -86,7 +88,7 @@ def write_example_adapter(
     pipe = load_pipeline(base, device="cpu", dtype="fp32")
     layers, metadata = {}, {}
     layers["unet_lora_layers"], metadata["unet_lora_adapter_metadata"] = _random_lora(
-        pipe.unet, UNET_TARGETS, spec, std, spec.seed
+        pipe.unet, spec.targets or UNET_TARGETS, spec, std, spec.seed
     )
     if spec.text_encoder:
         for i, attr in enumerate(("text_encoder", "text_encoder_2")):

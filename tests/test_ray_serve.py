@@ -69,6 +69,7 @@ def ray_app(ray_home, tiny_sd1, one_thread):
     settings = RaySettings(
         registry_path=str(ray_home / "registry.db"), token=TOKEN, device="cpu", dtype="fp32",
         replicas=2, max_sets=4, max_set_adapters=2, max_queue=0, port=free_port(),
+        adapters_from="auto",
         env={"LORAHUB_CACHE": str(lorahub_cache()), "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -156,6 +157,30 @@ def test_an_engine_holds_a_set_until_it_lets_go(server_engine, ray_home):
     assert not server_engine.holds(specs[:1])
 
 
+def test_a_late_eviction_does_not_forget_a_set_asked_for_again(server_engine, ray_home):
+    """Ray's loader gets only the set id; an evicted copy's `__del__` may run after a new request
+    for the same set stored its adapters, and must not make the loader lose them."""
+    import asyncio
+
+    from lorahub.server.ray_config import RaySettings
+    from lorahub.server.ray_engine import adapter_set_id
+    from lorahub.server.ray_replica import EngineReplica
+    from lorahub.types import MixMember
+
+    with Registry(ray_home / "registry.db") as reg:
+        specs = tuple(reg.resolve_members([MixMember(ref="rand-b")]))
+    replica = EngineReplica(RaySettings(), "r", engine=server_engine)
+    set_id = adapter_set_id(specs)
+    replica.remember(set_id, specs)
+    old = asyncio.run(replica.load(set_id))
+    replica.remember(set_id, specs)  # a new request for the set, while Ray evicts the old copy
+    old.release()  # ... whose `__del__` runs only now
+    new = asyncio.run(replica.load(set_id))
+    assert server_engine.holds(list(specs))
+    new.release()
+    assert not server_engine.holds(list(specs))
+
+
 @needs_ray
 def test_a_request_through_ray_makes_the_same_image_as_plain_serve(
     ray_app, ray_home, server_engine
@@ -224,6 +249,36 @@ def test_a_replica_that_cannot_find_a_file_names_it_and_stays_healthy(ray_app):
     assert 400 <= response.status_code < 600 and response.status_code != 500, response.text
     assert "gone.safetensors" in response.json()["error"]["message"]
     assert post(url, SETS[0]).status_code == 200
+
+
+@needs_ray
+def test_a_file_missing_here_comes_from_its_hub_publication(
+    ray_app, ray_home, server_engine, hub, hub_repo_id
+):
+    """--adapters-from auto: the registered path is gone, the replica fetches repo@commit."""
+    from lorahub.examples import ExampleAdapter, write_example_adapter
+    from lorahub.hub import push_adapter
+    from lorahub.server import create_app
+
+    url, _ = ray_app
+    spec = ExampleAdapter("pushed", 4, 4.0, 60)  # new bytes: no replica has ever held them
+    path = write_example_adapter("tiny", ray_home / "pushed.safetensors", spec)
+    with Registry(ray_home / "registry.db") as reg:
+        reg.add_adapter(path, name="pushed")
+        push_adapter("pushed", hub_repo_id, registry=reg)
+    app = create_app(
+        registry_path=ray_home / "registry.db", engine=server_engine, allowed_hosts=("testserver",)
+    )
+    body = {"prompt": PROMPT, "adapters": [{"name": "pushed"}], **SMALL, "seed": 9}
+    with TestClient(app) as client:
+        plain = client.post("/v1/generate", json=body)  # with the local file
+    assert plain.status_code == 200, plain.text
+    path.unlink()
+    through_ray = post(url, [{"name": "pushed"}], seed=9)
+    assert through_ray.status_code == 200, through_ray.text
+    ours, theirs = (np.asarray(decode(r.json()["images"][0])) for r in (through_ray, plain))
+    assert np.array_equal(ours, theirs)
+    assert hub.calls("GET", f"/{hub_repo_id}/resolve/")  # the replica downloaded it
 
 
 @needs_ray
@@ -310,13 +365,15 @@ def test_print_config_is_a_serve_config_file():
     result = CliRunner().invoke(
         main,
         ["serve", "--ray", "--print-config", "--replicas", "2", "--max-replicas", "5",
-         "--gpus-per-replica", "1", "--sets-per-replica", "6", "--port", "9000"],
+         "--gpus-per-replica", "1", "--sets-per-replica", "6", "--port", "9000",
+         "--adapters-from", "hub"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     config = yaml.safe_load(result.stdout)
     app = config["applications"][0]
     assert app["import_path"] == "lorahub.server.ray_serve:build_app"
     assert app["args"]["max_sets"] == 6 and app["args"]["token"] is None
+    assert app["args"]["adapters_from"] == "hub"
     engine = next(d for d in app["deployments"] if d["name"] == "LorahubEngine")
     assert engine["ray_actor_options"]["num_gpus"] == 1
     assert engine["autoscaling_config"]["min_replicas"] == 2

@@ -17,6 +17,7 @@ IMPORT_PATH = "lorahub.server.ray_serve:build_app"
 INGRESS = "LorahubIngress"
 ENGINE = "LorahubEngine"
 APP_NAME = "lorahub"
+ADAPTERS_FROM = ("path", "hub", "auto")  # how replicas get adapter files (server.ray_files)
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,8 @@ class RaySettings:
 
     `max_sets` adapter sets stay resident per replica (Ray's `max_num_models_per_replica`), each of
     at most `max_set_adapters` adapters; the replica's engine holds `max_sets * max_set_adapters`
-    resident adapters. `max_queue` requests may wait per replica behind the running one."""
+    resident adapters. `max_queue` requests may wait per replica behind the running one.
+    `adapters_from` says how replicas get adapter files: `path`, `hub` or `auto` (ray_files)."""
 
     base: str = "tiny"
     registry_path: str | None = None
@@ -45,6 +47,7 @@ class RaySettings:
     port: int = 8765
     allowed_hosts: tuple[str, ...] = ()
     multiplex: bool = True
+    adapters_from: str = "path"
     env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -56,6 +59,10 @@ class RaySettings:
             )
         if self.max_sets < 1 or self.max_set_adapters < 1:
             raise InvalidInputError("adapter sets per replica and adapters per set must be >= 1")
+        if self.adapters_from not in ADAPTERS_FROM:
+            raise InvalidInputError(
+                f"invalid --adapters-from {self.adapters_from!r}: use {', '.join(ADAPTERS_FROM)}"
+            )
 
     @property
     def top_replicas(self) -> int:

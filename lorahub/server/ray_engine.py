@@ -76,12 +76,21 @@ class RayEngine:
     """The engine of an ingress replica: requests go to the engine deployment's replicas."""
 
     def __init__(
-        self, handle: Any, *, device: str, max_set_adapters: int, multiplex: bool = True
+        self,
+        handle: Any,
+        *,
+        device: str,
+        max_set_adapters: int,
+        multiplex: bool = True,
+        adapters_from: str = "path",
+        registry_path: str | None = None,
     ) -> None:
         self.handle = handle
         self.device = device
         self.max_set_adapters = max_set_adapters
         self.multiplex = multiplex
+        self.adapters_from = adapters_from
+        self.registry_path = registry_path
         self.replicas: dict[str, ReplicaReply] = {}
 
     def submit(self, request: Any) -> Future[Any]:
@@ -99,12 +108,23 @@ class RayEngine:
         handle = self.handle
         if self.multiplex and set_id:
             handle = handle.options(multiplexed_model_id=set_id)
+        sources = await asyncio.to_thread(self.sources, list(request.adapters))
         try:
-            reply = await handle.generate.remote(request)
+            reply = await handle.generate.remote(request, sources)
         except Exception as exc:
             raise translate(exc) from None
         self.replicas[reply.replica] = ReplicaReply(None, reply.replica, reply.stats, reply.status)
         return reply.result
+
+    def sources(self, specs: list[AdapterSpec]) -> dict[str, Any]:
+        """The Hub sources of the request's adapters (none when replicas read files by path)."""
+        if self.adapters_from == "path" or not specs:
+            return {}
+        from lorahub.registry import Registry
+        from lorahub.server.ray_files import hub_sources
+
+        with Registry(self.registry_path) as registry:
+            return hub_sources(registry, specs)
 
     def stats(self) -> dict[str, Any]:
         """The replicas' figures (as of their last reply) summed, and each one's under `replicas`."""

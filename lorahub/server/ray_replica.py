@@ -5,20 +5,25 @@ replica's engine; Ray's per-replica LRU evicts sets beyond `max_sets`, and the e
 of its adapters, which leave the device unless another resident set still holds them. The
 request itself always runs with the adapters it carries, so a routing mistake can cost a load,
 never an image made with the wrong adapters. Replicas read adapter files by the path the
-registry gave; they never open the registry.
+registry gave, or from the Hub's cache by `repo@revision` (ray_files); they never open the
+registry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from collections import OrderedDict
 from typing import Any
 
 from lorahub.errors import InvalidInputError
 from lorahub.server.ray_config import ENGINE, RaySettings, engine_options
 from lorahub.server.ray_engine import ReplicaReply, adapter_set_id
+from lorahub.server.ray_files import HubSource, ReplicaFiles
 from lorahub.types import AdapterSpec
 
 SET_COUNTERS = ("set_requests", "set_hits", "set_loads", "set_evictions")
+PENDING = 256  # adapter sets whose specs a replica remembers for its loader (most recent first)
 
 
 class AdapterSet:
@@ -49,7 +54,10 @@ class EngineReplica:
         self.settings, self.name = settings, name
         self.engine = engine if engine is not None else build_replica_engine(settings)
         self.counts = dict.fromkeys(SET_COUNTERS, 0)
-        self.pending: dict[str, tuple[AdapterSpec, ...]] = {}
+        self.files = ReplicaFiles(settings.adapters_from)
+        # set id -> specs, for Ray's loader (called with the id only). Not emptied on eviction:
+        # an evicted set's `__del__` can run after a new request for that set stored its specs.
+        self.pending: OrderedDict[str, tuple[AdapterSpec, ...]] = OrderedDict()
 
     async def load(self, set_id: str) -> AdapterSet:
         """Make the set's adapters resident and pinned (the multiplexed loader's work)."""
@@ -63,10 +71,11 @@ class EngineReplica:
     def drop(self, adapter_set: AdapterSet) -> None:
         """An evicted set: unpin its adapters (they leave the device unless pinned elsewhere)."""
         self.counts["set_evictions"] += 1
-        self.pending.pop(adapter_set.set_id, None)
         self.engine.let_go(adapter_set.keys)
 
-    async def generate(self, request: Any, set_id: str, load: Any) -> ReplicaReply:
+    async def generate(
+        self, request: Any, set_id: str, load: Any, sources: dict[str, HubSource] | None = None
+    ) -> ReplicaReply:
         """Run `request` with its adapter set resident (loaded through `load` when it is not)."""
         specs = list(request.adapters)
         expected = adapter_set_id(specs)
@@ -74,15 +83,25 @@ class EngineReplica:
             raise InvalidInputError(
                 f"request routed as adapter set {set_id} but its adapters make {expected}"
             )
+        if sources:  # files from the Hub's cache: same keys, so the same set and image
+            specs = await asyncio.to_thread(self.files.resolve, specs, sources)
+            request = dataclasses.replace(request, adapters=tuple(specs))
         if specs:
             self.counts["set_requests"] += 1
             if await asyncio.to_thread(self.engine.holds, specs):
                 self.counts["set_hits"] += 1
         if set_id:
-            self.pending[set_id] = tuple(specs)
+            self.remember(set_id, tuple(specs))
             await load(set_id)
         result = await asyncio.wrap_future(self.engine.submit(request))
         return ReplicaReply(result, self.name, self.stats(), self.engine.status())
+
+    def remember(self, set_id: str, specs: tuple[AdapterSpec, ...]) -> None:
+        """Keep a set's specs for the loader (the least recently asked for go beyond PENDING)."""
+        self.pending[set_id] = specs
+        self.pending.move_to_end(set_id)
+        while len(self.pending) > PENDING:
+            self.pending.popitem(last=False)
 
     def stats(self) -> dict[str, Any]:
         """The engine's figures and this replica's adapter-set counters."""
@@ -136,9 +155,9 @@ def engine_deployment(settings: RaySettings) -> Any:
         async def load_set(self, set_id: str) -> AdapterSet:
             return await self.replica.load(set_id)
 
-        async def generate(self, request: Any) -> ReplicaReply:
+        async def generate(self, request: Any, sources: Any = None) -> ReplicaReply:
             set_id = serve.get_multiplexed_model_id()
-            return await self.replica.generate(request, set_id, self.load_set)
+            return await self.replica.generate(request, set_id, self.load_set, sources)
 
         def check_health(self) -> None:
             self.replica.check_health()

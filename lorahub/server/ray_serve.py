@@ -72,6 +72,8 @@ def ingress_app(settings: RaySettings) -> Any:
         device=device,
         max_set_adapters=settings.max_set_adapters,
         multiplex=settings.multiplex,
+        adapters_from=settings.adapters_from,
+        registry_path=settings.registry_path,
     )
     capacity = settings.top_replicas * (settings.max_queue + 1)
     return create_app(
