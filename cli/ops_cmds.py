@@ -1,4 +1,4 @@
-"""`lorahub mix|merge|resize|export|extract|fuse`: thin click commands over `lorahub.ops.api`."""
+"""`lorahub merge|resize|export|extract|fuse`: thin click commands over `lorahub.ops.api`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import click
 
 from lorahub.cli.output import (
     handle_errors,
-    info,
     json_option,
     kv,
     print_json,
@@ -38,15 +37,17 @@ def member_options(func: Any) -> Any:
     return func
 
 
-def _registry() -> Any:
+def open_registry() -> Any:
+    """The user's registry (imported on use: `--help` stays light)."""
     from lorahub.registry import Registry
 
     return Registry()
 
 
-def _members(
+def parse_refs(
     refs: tuple[str, ...], unet_only: bool, te: float | None, blocks: tuple[str, ...]
 ) -> list[Any]:
+    """Weighted references with --unet-only, --te and --blocks applied."""
     from lorahub.ops.api import parse_members
 
     return parse_members(refs, unet_only=unet_only, te=te, blocks=blocks)
@@ -81,132 +82,6 @@ def _show_report(report: Any, as_json: bool, verbose: bool = True) -> None:
     )
     for w in report.warnings:
         warn(w)
-
-
-@click.group()
-def mix() -> None:
-    """Named, weighted mixes of adapters."""
-
-
-@mix.command("create")
-@click.argument("name")
-@click.argument("members", nargs=-1, required=True)
-@member_options
-@click.option("--description", "-d", default=None, help="A line about the mix.")
-@click.option("--force", is_flag=True, help="Replace a mix of the same name.")
-@json_option
-@handle_errors
-def mix_create(
-    name: str,
-    members: tuple[str, ...],
-    unet_only: bool,
-    te: float | None,
-    blocks: tuple[str, ...],
-    description: str | None,
-    force: bool,
-    as_json: bool,
-) -> None:
-    """Create mix NAME from weighted references REF[:W] or REF:unet=W,te=W."""
-    from lorahub.types import weight_warnings
-
-    parsed = _members(members, unet_only, te, blocks)
-    record = _registry().create_mix(name, parsed, description=description, force=force)
-    if as_json:
-        print_json(record.to_json())
-        return
-    for w in weight_warnings(parsed):
-        warn(w)
-    _show_mix(record)
-
-
-def _show_mix(record: Any) -> None:
-    rows = [
-        (m.ref, n or "-", f"{m.weight:g}", "-" if m.te_weight is None else f"{m.te_weight:g}",
-         ",".join(f"{k}:{v:g}" for k, v in (m.block_weights or {}).items()) or "-")
-        for m, n in zip(record.members, record.member_names, strict=True)
-    ]  # fmt: skip
-    title = f"mix {record.name} ({record.base_family or 'unknown base'})"
-    table(title, ["member", "adapter", "unet", "te", "blocks"], rows)
-    if record.description:
-        info(record.description)
-
-
-@mix.command("from-image")
-@click.argument("image", type=click.Path(dir_okay=False))
-@click.option("--name", required=True, help="The mix to save.")
-@click.option("--allow-missing", is_flag=True, help="Save the members found even if some are not.")
-@click.option("--dry-run", is_flag=True, help="Show what would be saved; save nothing.")
-@click.option("--force", is_flag=True, help="Replace a mix of that name.")
-@json_option
-@handle_errors
-def mix_from_image(
-    image: str, name: str, allow_missing: bool, dry_run: bool, force: bool, as_json: bool
-) -> None:
-    """Save the LoRA stack of an A1111, ComfyUI or lorahub image as a mix."""
-    from lorahub.library.recipes import mix_from_image as run
-
-    result = run(
-        _registry(), image, name, allow_missing=allow_missing, force=force, dry_run=dry_run
-    )
-    if as_json:
-        print_json(result.to_json())
-    else:
-        rows = [(m.name, m.hash or "", f"{m.weight:g}", ref, how) for m, ref, how in result.found]
-        rows += [(m.name, m.hash or "", f"{m.weight:g}", "MISSING", "") for m in result.missing]
-        table(f"{result.recipe.tool} image", ["lora", "hash", "weight", "adapter", "by"], rows)
-        if result.mix is not None:
-            info(f"saved mix {result.mix.name} ({len(result.mix.members)} members)")
-    if result.missing and not (allow_missing or dry_run):
-        raise click.ClickException(
-            f"not registered: {result.missing_text()}; nothing saved (--allow-missing saves the rest)"
-        )
-
-
-@mix.command("list")
-@json_option
-@handle_errors
-def mix_list(as_json: bool) -> None:
-    """List mixes."""
-    mixes = _registry().list_mixes()
-    if as_json:
-        print_json([m.to_json() for m in mixes])
-        return
-    rows = [
-        (
-            m.name,
-            m.base_family or "-",
-            ", ".join(f"{x.ref}:{x.weight:g}" for x in m.members),
-            m.description or "",
-        )
-        for m in mixes
-    ]
-    table("mixes", ["name", "base", "members", "description"], rows)
-
-
-@mix.command("show")
-@click.argument("name")
-@json_option
-@handle_errors
-def mix_show(name: str, as_json: bool) -> None:
-    """Show one mix."""
-    record = _registry().get_mix(name)
-    if as_json:
-        print_json(record.to_json())
-    else:
-        _show_mix(record)
-
-
-@mix.command("rm")
-@click.argument("name")
-@json_option
-@handle_errors
-def mix_rm(name: str, as_json: bool) -> None:
-    """Remove a mix (its adapters stay)."""
-    _registry().remove_mix(name)
-    if as_json:
-        print_json({"removed": name})
-    else:
-        info(f"removed mix {name}")
 
 
 def output_options(func: Any) -> Any:
@@ -259,10 +134,10 @@ def merge(
     from lorahub.ops import api
     from lorahub.ops.merge import MergeOptions
 
-    parsed = _members(members, unet_only, te, blocks)
+    parsed = parse_refs(members, unet_only, te, blocks)
     with progress("merging", quiet=as_json) as bar:
         report = api.merge(
-            _registry(),
+            open_registry(),
             parsed,
             MergeOptions(method, rank, density, seed),
             api.Output(name, output, force),
@@ -308,7 +183,7 @@ def resize(
 
     with progress("resizing", quiet=as_json) as bar:
         report = api.resize(
-            _registry(),
+            open_registry(),
             ref,
             api.Output(name, output, force),
             rank=rank,
@@ -343,7 +218,7 @@ def export(
     from lorahub.ops import api
 
     out = api.Output(name, output, force)
-    report = api.export(_registry(), ref, out, format=fmt, rank=rank, energy=energy)
+    report = api.export(open_registry(), ref, out, format=fmt, rank=rank, energy=energy)
     _show_report(report, as_json, verbose=False)
 
 
@@ -379,7 +254,7 @@ def extract(
     options = ExtractOptions(rank, energy, DEFAULT_MIN_CHANGE if min_change is None else min_change)
     with progress("extracting", quiet=as_json) as bar:
         report = api.extract(
-            _registry(), base, tuned, options, api.Output(name, output, force),
+            open_registry(), base, tuned, options, api.Output(name, output, force),
             format=fmt, trust_pickle=trust_pickle, progress=bar,
         )  # fmt: skip
     _show_report(report, as_json, verbose=False)
@@ -416,9 +291,16 @@ def fuse(
     """Fuse weighted adapters into a full base model folder (not an adapter)."""
     from lorahub.ops import api
 
-    parsed = _members(members, unet_only, te, blocks)
+    parsed = parse_refs(members, unet_only, te, blocks)
     with progress("fusing", quiet=as_json) as bar:
         report = api.fuse(
-            _registry(), parsed, base, output, mix=mix_name, name=name, force=force, progress=bar
+            open_registry(),
+            parsed,
+            base,
+            output,
+            mix=mix_name,
+            name=name,
+            force=force,
+            progress=bar,
         )
     _show_report(report, as_json)

@@ -12,7 +12,7 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-@pytest.mark.parametrize("script", ["registry.py", "merge.py", "swap.py", "train.py"])
+@pytest.mark.parametrize("script", ["registry.py", "merge.py", "swap.py", "train.py", "search.py"])
 def test_benchmark_smoke(script, tmp_path):
     env = {**os.environ, "LORAHUB_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
