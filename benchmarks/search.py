@@ -90,21 +90,28 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1 if args.smoke else args.threads)
-    work = Path(tempfile.mkdtemp(prefix="lorahub-search-"))
-    os.environ["LORAHUB_HOME"] = str(work / "home")  # never the user's registry
+    with tempfile.TemporaryDirectory(prefix="lorahub-search-") as tmp:
+        os.environ["LORAHUB_HOME"] = str(Path(tmp) / "home")  # never the user's registry
+        run(Path(tmp), args.smoke)
+
+
+def run(work: Path, smoke: bool) -> None:
+    """Adapters, two searches, the held-out losses and the judged pictures; then the report."""
+    import torch
+
     from lorahub.inference import Engine
     from lorahub.library.search import search_mix
     from lorahub.ops.search import SearchOptions
     from lorahub.registry import Registry
     from lorahub.types import MixMember
 
-    files = adapters(work, args.smoke)
+    files = adapters(work, smoke)
     names = list(files)
     reg = Registry()
     for name, path in files.items():
         if name not in {a.name for a in reg.list_adapters()}:
             reg.add_adapter(path, name=name)
-    options = SearchOptions(budget=6 if args.smoke else 40)
+    options = SearchOptions(budget=6 if smoke else 40)
     examples = scenes(work / "examples", seed=1, count=4)
     found = [
         search_mix(reg, f"found{i}", names, examples, options=options).search for i in range(2)
@@ -115,8 +122,9 @@ def main() -> None:
     specs = reg.resolve_members([MixMember(name) for name in names])
     with Engine(base="tiny") as engine:
         held = held_out(engine, specs, work, rows)
-        count = 4 if args.smoke else 16
+        count = 4 if smoke else 16
         purple = {k: purple_share(engine, specs, rows[k], count) for k in ("mix", "uniform")}
+    reg.close()
     report(best, found[1].weights == best.weights, held, purple, torch.get_num_threads())
 
 
