@@ -30,7 +30,7 @@ COMMANDS: dict[str, str] = {
     "inspect": "inspect_cmd:inspect",
     "images": "images_cmds:images",
     "train": "train_cmd:train",
-    "mix": "ops_cmds:mix",
+    "mix": "mix_cmds:mix",
     "merge": "ops_cmds:merge",
     "resize": "ops_cmds:resize",
     "export": "ops_cmds:export",

@@ -74,6 +74,20 @@ DEMO_ADAPTERS = (
         style="pastel",
     ),
 )
+# Not one of the demo's: a second concept for `mix search` to combine with demo-shapes' purple
+# (its test and benchmark look for purple squares on a dark background); short, so cheap to train.
+DARK_EXAMPLE = ExampleAdapter(
+    "example-dark",
+    4,
+    4.0,
+    3,
+    False,
+    "Draws on a dark background (UNet LoRA, rank 4).",
+    ("dark",),
+    style="dark",
+    steps=150,
+    images=24,
+)
 
 
 def write_example_adapter(

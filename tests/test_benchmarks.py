@@ -28,6 +28,7 @@ NO_RAY = pytest.mark.skipif(
         "train.py",
         "draws.py",
         "batching.py",
+        "search.py",
         pytest.param("ray_affinity.py", marks=NO_RAY),
     ],
 )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "lorahub"
-HEAVY = ("torch", "diffusers", "transformers", "peft")
+HEAVY = ("torch", "diffusers", "transformers", "peft", "nevergrad")
 ABOVE_RECORDS = (
     "lorahub.app",
     "lorahub.inference",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from lorahub.errors import InvalidInputError
@@ -93,6 +95,18 @@ class BaseRuntime:
         if self.config.compile:
             for spec in request.adapters:
                 hotswap.check_spec(spec)
+
+    @contextlib.contextmanager
+    def use(self, specs: list[AdapterSpec]) -> Iterator[list[ResidentAdapter]]:
+        """Make `specs` the active set (their weights as given) for a block of work outside
+        `run` (a weight search scoring mixes), pinned meanwhile."""
+        pipelines.check_families(specs, self.family, self.base)
+        adapters = self.resident.acquire(specs)
+        try:
+            self._switch(specs, adapters, time.perf_counter())
+            yield adapters
+        finally:
+            self.resident.release(adapters)
 
     def check_clip_skip(self, clip_skip: int | None) -> None:
         """clip_skip must leave a layer of every text encoder (diffusers indexes past it otherwise)."""

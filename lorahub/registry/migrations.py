@@ -295,6 +295,12 @@ def m0010_one_row_per_path(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations(name="0011_mix_details")
+def m0011_mix_details(db: sqlite_utils.Database) -> None:
+    """How a mix was made, as JSON (e.g. `mix search`: examples, budget, losses)."""
+    _run(db, "ALTER TABLE mixes ADD COLUMN details TEXT;")
+
+
 def apply_migrations(db: sqlite_utils.Database, stop_before: str | None = None) -> None:
     """Apply pending migrations under the write lock, so two processes never race on them."""
     if not migrations.pending(db):

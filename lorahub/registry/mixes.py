@@ -50,8 +50,10 @@ def save_mix(
     description: str | None = None,
     force: bool = False,
     defaults: dict[str, Any] | None = None,
+    details: dict[str, Any] | None = None,
 ) -> MixRecord:
-    """Validate and store a mix in one transaction (replacing it with `force`)."""
+    """Validate and store a mix in one transaction (replacing it with `force`); `details` say
+    how it was made (a search's record)."""
     check_name(name, "mix name")
     with transaction(db):
         if db.execute("SELECT 1 FROM adapters WHERE name = ?", [name]).fetchone():
@@ -67,15 +69,24 @@ def save_mix(
         if old:
             db.execute("DELETE FROM mix_members WHERE mix_id = ?", [old[0]])
             db.execute(
-                "UPDATE mixes SET description = ?, base_family = ?, defaults = ?, updated_at = ? WHERE id = ?",
-                [description, family, dumps(defaults or {}), stamp, old[0]],
+                "UPDATE mixes SET description = ?, base_family = ?, defaults = ?, details = ?,"
+                " updated_at = ? WHERE id = ?",
+                [description, family, dumps(defaults or {}), dumps(details or {}), stamp, old[0]],
             )
             mix_id = old[0]
         else:
             cur = db.execute(
-                "INSERT INTO mixes (name, description, base_family, defaults, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [name, description, family, dumps(defaults or {}), stamp, stamp],
+                "INSERT INTO mixes (name, description, base_family, defaults, details, created_at,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    name,
+                    description,
+                    family,
+                    dumps(defaults or {}),
+                    dumps(details or {}),
+                    stamp,
+                    stamp,
+                ],
             )
             mix_id = cur.lastrowid
         for pos, (m, r) in enumerate(zip(members, records, strict=True)):
@@ -116,6 +127,7 @@ def _mix(db: sqlite_utils.Database, row: dict[str, Any]) -> MixRecord:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         defaults=loads(row.get("defaults")) or {},
+        details=loads(row.get("details")) or {},
     )
 
 

@@ -235,6 +235,7 @@ class MixRecord:
     created_at: str
     updated_at: str
     defaults: dict[str, Any] = field(default_factory=dict)  # prompt, seed, steps, … to start from
+    details: dict[str, Any] = field(default_factory=dict)  # how it was made (e.g. a search)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -243,6 +244,7 @@ class MixRecord:
             "description": self.description,
             "base_family": self.base_family,
             "defaults": self.defaults,
+            "details": self.details,
             "members": [
                 {**m.to_json(), "adapter": n}
                 for m, n in zip(self.members, self.member_names, strict=True)

@@ -439,10 +439,17 @@ class Registry:
         description: str | None = None,
         force: bool = False,
         defaults: dict[str, Any] | None = None,
+        details: dict[str, Any] | None = None,
     ) -> MixRecord:
         """Store a validated mix (members exist, no duplicates, one base family)."""
         return M.save_mix(
-            self.db, name, members, description=description, force=force, defaults=defaults
+            self.db,
+            name,
+            members,
+            description=description,
+            force=force,
+            defaults=defaults,
+            details=details,
         )
 
     def get_mix(self, name: str) -> MixRecord:

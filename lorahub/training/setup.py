@@ -107,16 +107,22 @@ def load_models(cfg: TrainConfig, accelerator: Any) -> Models:
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
         accelerator.mixed_precision, torch.float32
     )
+    m = models_of(pipe, scheduler, dtype, device)
+    for module in (pipe.unet, pipe.vae, *m.text_encoders):
+        module.requires_grad_(False)
+    pipe.unet.to(device, dtype=dtype)
+    for enc in m.text_encoders:
+        enc.to(device, dtype=dtype)
+    pipe.vae.to(device, dtype=torch.float32)  # fp16 VAEs overflow (SDXL); it is never trained
+    return m
+
+
+def models_of(pipe: Any, scheduler: Any, dtype: Any, device: Any) -> Models:
+    """A loaded pipeline's parts as the trainer (and the weight search) use them."""
     encoders = [
         e for e in (pipe.text_encoder, getattr(pipe, "text_encoder_2", None)) if e is not None
     ]
     tokenizers = [t for t in (pipe.tokenizer, getattr(pipe, "tokenizer_2", None)) if t is not None]
-    for module in (pipe.unet, pipe.vae, *encoders):
-        module.requires_grad_(False)
-    pipe.unet.to(device, dtype=dtype)
-    for enc in encoders:
-        enc.to(device, dtype=dtype)
-    pipe.vae.to(device, dtype=torch.float32)  # fp16 VAEs overflow (SDXL); it is never trained
     is_sdxl = getattr(pipe.unet.config, "addition_embed_type", None) == "text_time"
     return Models(
         pipe, pipe.unet, pipe.vae, encoders, tokenizers, scheduler, is_sdxl, dtype, device
