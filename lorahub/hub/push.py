@@ -273,7 +273,9 @@ def _stage(
             mix = reg.get_mix(ref)
         except NotFoundError:
             raise NotFoundError(f"no adapter or mix named {ref!r}") from None
-        return stage_mix(reg, mix, repo, tmp, license, recipe)
+        records = [reg.get_adapter(m.ref) for m in mix.members]
+        specs = None if recipe else reg.resolve_members(list(mix.members))
+        return stage_mix((mix, records, specs), repo, tmp, license, recipe)
     if recipe:
         raise InvalidInputError(f"--recipe is for mixes; {ref!r} is an adapter")
     return stage_adapter(reg, record, repo, tmp, also, license)

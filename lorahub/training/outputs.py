@@ -1,4 +1,5 @@
-"""What a finished run leaves: LoRA weights with metadata, the loss curve, the registry entry."""
+"""What a finished run leaves: LoRA weights with metadata and the loss curve (lorahub.app.register
+records the registry entry)."""
 
 from __future__ import annotations
 
@@ -161,58 +162,3 @@ def _ema(values: list[float], beta: float = 0.9) -> list[float]:
         avg = v if avg is None else beta * avg + (1 - beta) * v
         out.append(avg)
     return out
-
-
-def check_not_registered(name: str, force: bool) -> None:
-    """Fail before training, not after, when the adapter name is taken."""
-    from lorahub.errors import AlreadyExistsError, NotFoundError
-    from lorahub.registry import Registry
-
-    with Registry() as reg:
-        try:
-            reg.get_adapter(name)
-        except NotFoundError:
-            return
-    if not force:
-        raise AlreadyExistsError(f"adapter {name!r} exists (pass --force to replace it, or --name)")
-
-
-def register(
-    cfg: TrainConfig, name: str, weights: Path, facts: dict[str, Any], preview: Path | None
-) -> Any:
-    """Register the adapter with lineage to its base model and data set; preview = last sample."""
-    from lorahub.models import model_name
-    from lorahub.registry import LineageParent, Registry
-    from lorahub.tiny import resolve_base
-
-    base_name = model_name(cfg.base)
-    source = resolve_base(cfg.base)
-    with Registry() as reg:
-        reg.ensure_model(
-            base_name,
-            source if Path(source).exists() else cfg.base,
-            {"base": cfg.base},
-            kind="base",
-            base_family=facts["base_family"],
-        )
-        lineage = [
-            LineageParent("model", base_name, "trained-from", {"base": cfg.base}),
-            LineageParent(
-                "dataset",
-                facts["dataset_hash"],
-                "trained-from",
-                {"path": str(facts["dataset_path"]), "images": facts["num_images"]},
-            ),
-        ]
-        return reg.add_adapter(
-            weights,
-            name=name,
-            source="trained",
-            tags=cfg.tags,
-            description=cfg.description
-            or f"LoRA trained on {facts['dataset_name']} ({facts['steps']} steps)",
-            trigger_words=list(cfg.trigger_words) or None,
-            lineage=lineage,
-            preview=preview,
-            force=cfg.force,
-        )
