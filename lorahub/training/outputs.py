@@ -61,12 +61,20 @@ def family(m: Models, base: str) -> str:
 
 def training_metadata(cfg: TrainConfig, m: Models, facts: dict[str, Any]) -> dict[str, str]:
     """Safetensors metadata in the names community tools read (ss_*, modelspec.*), plus ours."""
-    from lorahub import __version__
+    prediction = m.scheduler.config.prediction_type
+    arch, version = architecture(facts["base_family"], prediction)
+    meta = {
+        **_kohya_metadata(cfg, facts, version),
+        **_modelspec_metadata(cfg, facts, arch, prediction),
+    }
+    return {k: str(v) for k, v in meta.items()}
 
-    arch, version = architecture(facts["base_family"], m.scheduler.config.prediction_type)
+
+def _kohya_metadata(cfg: TrainConfig, facts: dict[str, Any], version: str) -> dict[str, Any]:
+    """The ss_* keys kohya's scripts write (what A1111, ComfyUI and civitai read)."""
     w, h = facts["resolution"]
     te_lr = cfg.text_encoder_lr or cfg.learning_rate
-    meta: dict[str, Any] = {
+    return {
         "ss_output_name": facts["name"],
         "ss_sd_model_name": cfg.base,
         "ss_base_model_version": version,
@@ -104,13 +112,24 @@ def training_metadata(cfg: TrainConfig, m: Models, facts: dict[str, Any]) -> dic
         "ss_tag_frequency": json.dumps({facts["dataset_name"]: facts["tag_frequency"]}),
         "ss_training_started_at": facts["started_at"],
         "ss_training_finished_at": time.time(),
+    }
+
+
+def _modelspec_metadata(
+    cfg: TrainConfig, facts: dict[str, Any], arch: str, prediction: str
+) -> dict[str, Any]:
+    """The modelspec.* keys (SAI's model spec) and lorahub's own (base, data set, config)."""
+    from lorahub import __version__
+
+    w, h = facts["resolution"]
+    meta: dict[str, Any] = {
         "modelspec.sai_model_spec": "1.0.0",
         "modelspec.architecture": arch,
         "modelspec.implementation": "https://github.com/huggingface/diffusers",
         "modelspec.title": facts["name"],
         "modelspec.resolution": f"{w}x{h}",
         "modelspec.date": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()),
-        "modelspec.prediction_type": m.scheduler.config.prediction_type,
+        "modelspec.prediction_type": prediction,
         "lorahub.version": __version__,
         "lorahub.base_model": cfg.base,
         "lorahub.base_family": facts["base_family"],
@@ -122,7 +141,7 @@ def training_metadata(cfg: TrainConfig, m: Models, facts: dict[str, Any]) -> dic
         meta["modelspec.trigger_phrase"] = ", ".join(cfg.trigger_words)
     if cfg.description:
         meta["modelspec.description"] = cfg.description
-    return {k: str(v) for k, v in meta.items()}
+    return meta
 
 
 def write_loss_csv(rows: list[dict[str, Any]], dest: Path) -> Path:
