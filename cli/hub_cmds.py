@@ -120,7 +120,7 @@ def pull(
     out: Output,
 ) -> None:
     """Download an adapter from the Hub (REPO[@REV]) and register it."""
-    from lorahub.hub import pull_adapter
+    from lorahub.app.hub import pull_adapter
 
     with open_registry() as reg:
         record = pull_adapter(

@@ -212,14 +212,11 @@ REGISTRY_EXCEPTIONS = {
     # records.py holds plain frozen dataclasses (no SQLite): the types a card is
     # written from, passed in by the caller
     "lorahub.hub.card": {"lorahub.registry.records"},
-    # push records the publication and pull registers the download inside the same staging
-    # step (the Hub commit and the row must agree); they take a `Registry` from the caller
+    # push reads the adapter, its preview and lineage from the registry while it stages, and
+    # records the publication once the Hub commit exists (left to a later step of issue 10)
     "lorahub.hub.push": {"lorahub.registry", "lorahub.registry.records"},
-    "lorahub.hub.pull": {
-        "lorahub.registry",
-        "lorahub.registry.records",
-        "lorahub.registry.adapters",
-    },
+    # the registry's tag-name rule (a regex), so card tags the registry would refuse are dropped
+    "lorahub.hub.pull": {"lorahub.registry.adapters"},
 }
 
 
