@@ -209,12 +209,6 @@ def test_the_use_cases_sit_between_the_records_and_the_doors():
 
 # The modules below the use cases that still import the registry, and why (nothing else may).
 REGISTRY_EXCEPTIONS = {
-    # records.py holds plain frozen dataclasses (no SQLite): the types a card is
-    # written from, passed in by the caller
-    "lorahub.hub.card": {"lorahub.registry.records"},
-    # push reads the adapter, its preview and lineage from the registry while it stages, and
-    # records the publication once the Hub commit exists (left to a later step of issue 10)
-    "lorahub.hub.push": {"lorahub.registry", "lorahub.registry.records"},
     # the registry's tag-name rule (a regex), so card tags the registry would refuse are dropped
     "lorahub.hub.pull": {"lorahub.registry.adapters"},
 }
