@@ -109,7 +109,7 @@ def main() -> None:
 
     from dataclasses import replace
 
-    from lorahub.demo import train_demo_adapter
+    from lorahub.app.demo import train_demo_adapter
     from lorahub.examples import DEMO_ADAPTERS, write_example_adapter
     from lorahub.inference import Engine
     from lorahub.judge import share_of

@@ -50,7 +50,7 @@ def adapters(work: Path, smoke: bool) -> dict[str, Path]:
                  "example-dark": replace(DARK_EXAMPLE, style=None),
                  "example-light": replace(light, style=None)}  # fmt: skip
         return {n: write_example_adapter("tiny", work / f"{n}.safetensors", s) for n, s in specs.items()}  # fmt: skip
-    from lorahub.demo import train_demo_adapter
+    from lorahub.app.demo import train_demo_adapter
     from lorahub.registry import Registry
 
     train_demo_adapter()

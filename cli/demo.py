@@ -13,7 +13,7 @@ from lorahub.cli.output import Output, info, json_option, table
 @json_option
 def demo(out: Output) -> None:
     """Build the tiny base, train example adapters and one that teaches purple, draw a grid."""
-    from lorahub.demo import run_demo
+    from lorahub.app.demo import run_demo
 
     with out.progress("demo") as advance:
         result = run_demo(advance)

@@ -55,7 +55,7 @@ def push(
     out: Output,
 ) -> None:
     """Publish an adapter (or a mix) to the Hugging Face Hub, with a model card."""
-    from lorahub.hub import push_adapter
+    from lorahub.app.hub import push_adapter
 
     with open_registry() as reg, progress(f"push {ref}", quiet=out.json or dry_run) as advance:
         result = push_adapter(
@@ -120,7 +120,7 @@ def pull(
     out: Output,
 ) -> None:
     """Download an adapter from the Hub (REPO[@REV]) and register it."""
-    from lorahub.hub import pull_adapter
+    from lorahub.app.hub import pull_adapter
 
     with open_registry() as reg:
         record = pull_adapter(

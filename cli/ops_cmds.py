@@ -1,4 +1,4 @@
-"""`lorahub merge|resize|export|extract|fuse`: thin click commands over `lorahub.ops.api`."""
+"""`lorahub merge|resize|export|extract|fuse`: thin click commands over `lorahub.app.ops`."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def parse_refs(
     refs: tuple[str, ...], unet_only: bool, te: float | None, blocks: tuple[str, ...]
 ) -> list[Any]:
     """Weighted references with --unet-only, --te and --blocks applied."""
-    from lorahub.ops.api import parse_members
+    from lorahub.app.ops import parse_members
 
     return parse_members(refs, unet_only=unet_only, te=te, blocks=blocks)
 
@@ -121,7 +121,7 @@ def merge(
     out: Output,
 ) -> None:
     """Merge weighted adapters (REF[:W], files, or --mix NAME) into one adapter."""
-    from lorahub.ops import api
+    from lorahub.app import ops as api
     from lorahub.ops.merge import MergeOptions
 
     parsed = parse_refs(members, unet_only, te, blocks)
@@ -168,7 +168,7 @@ def resize(
     out: Output,
 ) -> None:
     """Reduce an adapter's rank (truncated SVD per module), reporting the error per module."""
-    from lorahub.ops import api
+    from lorahub.app import ops as api
 
     with open_registry() as reg, out.progress("resizing") as bar:
         report = api.resize(
@@ -203,7 +203,7 @@ def export(
 
     A LyCORIS LoKr/LoHa becomes a plain LoRA at --rank R or --energy E, its error reported.
     """
-    from lorahub.ops import api
+    from lorahub.app import ops as api
 
     target = api.Output(name, output, force)
     with open_registry() as reg:
@@ -245,7 +245,7 @@ def extract(
     out: Output,
 ) -> None:
     """Extract a LoRA (LoCon where convs changed) from a fine-tune and its base."""
-    from lorahub.ops import api
+    from lorahub.app import ops as api
     from lorahub.ops.extract import DEFAULT_MIN_CHANGE, ExtractOptions
 
     options = ExtractOptions(rank, energy, DEFAULT_MIN_CHANGE if min_change is None else min_change)
@@ -291,7 +291,7 @@ def fuse(
     out: Output,
 ) -> None:
     """Fuse weighted adapters into a full base model folder (not an adapter)."""
-    from lorahub.ops import api
+    from lorahub.app import ops as api
 
     parsed = parse_refs(members, unet_only, te, blocks)
     with open_registry() as reg, out.progress("fusing") as bar:

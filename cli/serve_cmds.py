@@ -178,84 +178,67 @@ def is_loopback(host: str) -> bool:
     show_default=True,
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
 )
-def serve(
-    host: str,
-    port: int,
-    token: str | None,
-    max_queue: int,
-    max_batch: int,
-    batch_window_ms: float,
-    max_work: int | None,
-    allowed_hosts: tuple[str, ...],
-    base: str,
-    device: str | None,
-    dtype: str | None,
-    compile_: bool,
-    slot_refs: tuple[str, ...],
-    slot_rank: int | None,
-    on_ray: bool,
-    replicas: int,
-    max_replicas: int | None,
-    ray_address: str | None,
-    gpus_per_replica: float,
-    cpus_per_replica: float,
-    sets_per_replica: int,
-    max_set_adapters: int,
-    adapters_from: str,
-    print_config: bool,
-    log_level: str,
-) -> None:
+def serve(**opts: Any) -> None:
     """Serve the HTTP API (and the web page) with one pipeline kept loaded (or on Ray, --ray)."""
-    import uvicorn
+    if opts["on_ray"] or opts["print_config"]:
+        return serve_ray(ray_settings_of(opts), opts["ray_address"], opts["print_config"])
+    serve_here(opts)
 
-    if on_ray or print_config:
-        settings = ray_settings(
-            token=token,
-            device=device,
-            dtype=dtype,
-            replicas=replicas,
-            max_replicas=max_replicas,
-            num_gpus=gpus_per_replica,
-            num_cpus=cpus_per_replica,
-            max_sets=sets_per_replica,
-            max_set_adapters=max_set_adapters,
-            max_queue=max_queue,
-            max_work=max_work,
-            host=host,
-            port=port,
-            allowed_hosts=allowed_hosts,
-            base=base,
-            adapters_from=adapters_from,
-        )
-        return serve_ray(settings, ray_address, print_config)
+
+def ray_settings_of(o: dict[str, Any]) -> RaySettings:
+    """The Ray settings of `serve`'s options."""
+    return ray_settings(
+        token=o["token"],
+        device=o["device"],
+        dtype=o["dtype"],
+        replicas=o["replicas"],
+        max_replicas=o["max_replicas"],
+        num_gpus=o["gpus_per_replica"],
+        num_cpus=o["cpus_per_replica"],
+        max_sets=o["sets_per_replica"],
+        max_set_adapters=o["max_set_adapters"],
+        max_queue=o["max_queue"],
+        max_work=o["max_work"],
+        host=o["host"],
+        port=o["port"],
+        allowed_hosts=o["allowed_hosts"],
+        base=o["base"],
+        adapters_from=o["adapters_from"],
+    )
+
+
+def serve_here(o: dict[str, Any]) -> None:
+    """Build the app from `serve`'s options and run it with uvicorn in this process."""
+    import uvicorn
 
     from lorahub.server import AppOptions, create_app
 
+    host, port, token, base = o["host"], o["port"], o["token"], o["base"]
     if not token and not is_loopback(host):
         warn_open_bind(host)
-    slots = plan_slots(base, slot_refs) if compile_ else ()
-    if compile_:
+    slots = plan_slots(base, o["slot_refs"]) if o["compile_"] else ()
+    if o["compile_"]:
         info(f"compiled mode: hot-swap slots planned from {len(slots)} adapter(s)")
     options = AppOptions(
         token=token,
-        max_queue=max_queue,
+        max_queue=o["max_queue"],
         base=base,
-        device=device,
-        dtype=dtype,
-        compile=compile_,
+        device=o["device"],
+        dtype=o["dtype"],
+        compile=o["compile_"],
         warm=True,
         slot_adapters=slots,
-        slot_rank=slot_rank,
+        slot_rank=o["slot_rank"],
         bind_host=host,
-        allowed_hosts=allowed_hosts,
-        max_work=max_work,
-        max_batch=max_batch,
-        batch_window_ms=batch_window_ms or None,
+        allowed_hosts=o["allowed_hosts"],
+        max_work=o["max_work"],
+        max_batch=o["max_batch"],
+        batch_window_ms=o["batch_window_ms"] or None,
     )
     app = create_app(options)
     guard = "bearer token required" if token else "no token"
     info(f"lorahub serving {base} on http://{_url_host(host)}:{port} ({guard}; docs at /docs)")
-    uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)
+    uvicorn.run(app, host=host, port=port, log_level=o["log_level"], server_header=False)
 
 
 def ray_settings(**fields: Any) -> RaySettings:

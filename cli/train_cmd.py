@@ -142,7 +142,7 @@ def render(result: Any, holdout: int = 0) -> None:
 @json_option
 def train(config_file: str | None, resume: str | None, out: Output, **options: Any) -> None:
     """Train a LoRA on a folder of images and captions (flags = TrainConfig fields)."""
-    from lorahub.training import train as run_training
+    from lorahub.app.train import train_adapter as run_training
 
     cfg = build_config(config_file, options, resume)
     if not out.json:

@@ -150,7 +150,7 @@ def train_base(
 ) -> dict[str, dict[str, Any]]:
     """Stage 2: the UNet and text encoder(s) of `family`, trained on the VAE's latents."""
     import torch
-    from diffusers.training_utils import EMAModel, compute_snr
+    from diffusers.training_utils import EMAModel
 
     torch.manual_seed(recipe.seed + 100)
     rng = random.Random(recipe.seed + 100)
@@ -168,47 +168,13 @@ def train_base(
     opt = torch.optim.AdamW(params, lr=recipe.unet_lr, weight_decay=1e-2)
     sched = warmup_cosine(opt, recipe.unet_steps)
 
-    with torch.no_grad():  # the pool: scenes encoded once
-        pool_mean, pool_std, pool_text = [], [], []
-        for start in range(0, recipe.pool, 256):
-            x, captions = scenes(rng, min(256, recipe.pool - start), NATIVE)
-            dist = pipe.vae.encode(x).latent_dist
-            pool_mean.append(dist.mean)
-            pool_std.append(dist.std)
-            pool_text += captions
-        mean, std = torch.cat(pool_mean), torch.cat(pool_std)
+    mean, std, pool_text = _encode_pool(pipe, rng, recipe)
     log(f"{family}: {len(pool_text)} scenes encoded")
-    time_ids = torch.tensor([[NATIVE, NATIVE, 0, 0, NATIVE, NATIVE]], dtype=torch.float32)
-    noise_sched = pipe.scheduler
+    text = (tokenizers, encoders, sdxl)
     gen = torch.Generator().manual_seed(recipe.seed + 200)
     t0 = time.perf_counter()
     for step in range(recipe.unet_steps):
-        idx = torch.randint(0, len(pool_text), (recipe.unet_batch,), generator=gen)
-        latents = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)) * scaling
-        drop = torch.rand(recipe.unet_batch, generator=gen) < recipe.drop_caption
-        captions = [
-            "" if d else pool_text[i] for i, d in zip(idx.tolist(), drop.tolist(), strict=True)
-        ]
-        unique = sorted(set(captions))  # a dozen captions: encode each once, then gather
-        where = torch.tensor([unique.index(c) for c in captions])
-        hidden, pooled = _encode(tokenizers, encoders, unique, sdxl)
-        hidden, pooled = hidden[where], (pooled[where] if pooled is not None else None)
-        if sdxl:  # SDXL pipelines use zeros for an empty prompt (force_zeros_for_empty_prompt)
-            keep = (~drop).float()
-            hidden, pooled = hidden * keep[:, None, None], pooled * keep[:, None]
-        noise = torch.randn(latents.shape, generator=gen)
-        t = torch.randint(0, noise_sched.config.num_train_timesteps, (len(idx),), generator=gen)
-        noisy = noise_sched.add_noise(latents, noise, t)
-        kwargs = {}
-        if sdxl:
-            kwargs["added_cond_kwargs"] = {
-                "text_embeds": pooled,
-                "time_ids": time_ids.expand(len(idx), -1),
-            }
-        pred = pipe.unet(noisy, t, hidden, return_dict=False, **kwargs)[0]
-        snr = compute_snr(noise_sched, t)
-        weight = torch.clamp(snr, max=recipe.min_snr_gamma) / snr
-        loss = (weight * ((pred - noise) ** 2).mean(dim=(1, 2, 3))).mean()
+        loss = _base_loss(pipe, text, (mean, std, pool_text), scaling, recipe, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -223,6 +189,63 @@ def train_base(
                 snapshot(step + 1, _states(pipe, family, vae_state))
     ema.copy_to(params)
     return _states(pipe, family, vae_state)
+
+
+def _encode_pool(pipe: Any, rng: random.Random, recipe: Recipe) -> tuple[Any, Any, list[str]]:
+    """The training pool: `recipe.pool` scenes encoded once (latent means, stds, captions)."""
+    import torch
+
+    with torch.no_grad():
+        pool_mean, pool_std, pool_text = [], [], []
+        for start in range(0, recipe.pool, 256):
+            x, captions = scenes(rng, min(256, recipe.pool - start), NATIVE)
+            dist = pipe.vae.encode(x).latent_dist
+            pool_mean.append(dist.mean)
+            pool_std.append(dist.std)
+            pool_text += captions
+        return torch.cat(pool_mean), torch.cat(pool_std), pool_text
+
+
+def _base_loss(
+    pipe: Any,
+    text: tuple[list[Any], list[Any], bool],
+    pool: tuple[Any, Any, list[str]],
+    scaling: float,
+    recipe: Recipe,
+    gen: Any,
+) -> Any:
+    """One batch's min-SNR-weighted noise-prediction loss (text = tokenizers, encoders, sdxl)."""
+    import torch
+    from diffusers.training_utils import compute_snr
+
+    tokenizers, encoders, sdxl = text
+    mean, std, pool_text = pool
+    noise_sched = pipe.scheduler
+    idx = torch.randint(0, len(pool_text), (recipe.unet_batch,), generator=gen)
+    latents = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)) * scaling
+    drop = torch.rand(recipe.unet_batch, generator=gen) < recipe.drop_caption
+    captions = ["" if d else pool_text[i] for i, d in zip(idx.tolist(), drop.tolist(), strict=True)]
+    unique = sorted(set(captions))  # a dozen captions: encode each once, then gather
+    where = torch.tensor([unique.index(c) for c in captions])
+    hidden, pooled = _encode(tokenizers, encoders, unique, sdxl)
+    hidden, pooled = hidden[where], (pooled[where] if pooled is not None else None)
+    if sdxl:  # SDXL pipelines use zeros for an empty prompt (force_zeros_for_empty_prompt)
+        keep = (~drop).float()
+        hidden, pooled = hidden * keep[:, None, None], pooled * keep[:, None]
+    noise = torch.randn(latents.shape, generator=gen)
+    t = torch.randint(0, noise_sched.config.num_train_timesteps, (len(idx),), generator=gen)
+    noisy = noise_sched.add_noise(latents, noise, t)
+    kwargs = {}
+    if sdxl:
+        time_ids = torch.tensor([[NATIVE, NATIVE, 0, 0, NATIVE, NATIVE]], dtype=torch.float32)
+        kwargs["added_cond_kwargs"] = {
+            "text_embeds": pooled,
+            "time_ids": time_ids.expand(len(idx), -1),
+        }
+    pred = pipe.unet(noisy, t, hidden, return_dict=False, **kwargs)[0]
+    snr = compute_snr(noise_sched, t)
+    weight = torch.clamp(snr, max=recipe.min_snr_gamma) / snr
+    return (weight * ((pred - noise) ** 2).mean(dim=(1, 2, 3))).mean()
 
 
 @contextlib.contextmanager

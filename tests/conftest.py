@@ -100,7 +100,7 @@ def demo_shapes(tiny_sd1, tmp_path_factory) -> Path:
     home of its own; returns that home."""
     import torch
 
-    from lorahub.demo import train_demo_adapter
+    from lorahub.app.demo import train_demo_adapter
 
     home = tmp_path_factory.mktemp("demo-shapes-home")
     threads = torch.get_num_threads()

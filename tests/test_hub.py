@@ -9,9 +9,10 @@ import pytest
 from click.testing import CliRunner
 from huggingface_hub import HfApi, ModelCard, hf_hub_download
 
+from lorahub.app.hub import pull_adapter, push_adapter
 from lorahub.cli import main
 from lorahub.errors import HubError, InvalidInputError, NotFoundError
-from lorahub.hub import client, pull_adapter, push_adapter
+from lorahub.hub import client
 from lorahub.registry import Registry
 from tests.hub_fixtures import use_lfs
 from tests.hub_server import HUB_TOKEN, HubServer

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lorahub.hub import push_adapter
+from lorahub.app.hub import push_adapter
 from lorahub.registry import Registry
 from tests.hub_fixtures import use_lfs
 from tests.hub_server import HubServer

@@ -205,3 +205,44 @@ def test_the_use_cases_sit_between_the_records_and_the_doors():
     # the walk sees the imports inside functions (here the engine's, deferred on purpose)
     assert "lorahub.inference.pipelines" in every_import("lorahub.app.generate")
     assert "lorahub.inference.pipelines" not in GRAPH["lorahub.app.generate"]
+
+
+# The modules below the use cases that still import the registry, and why (nothing else may).
+REGISTRY_EXCEPTIONS = {
+    # the registry's tag-name rule (a regex), so card tags the registry would refuse are dropped
+    "lorahub.hub.pull": {"lorahub.registry.adapters"},
+}
+
+
+def test_ops_training_hub_and_inference_never_import_the_registry():
+    """Registering a result is a use case (lorahub.app.register): the ops, the trainer and the
+    engine return results and never import the registry, not even inside a function."""
+    layers = ("lorahub.ops", "lorahub.training", "lorahub.hub", "lorahub.inference")
+    bad = sorted(
+        (m, t)
+        for m in MODULES
+        if _under(m, layers)
+        for t in every_import(m)
+        if _under(t, ("lorahub.registry",)) and t not in REGISTRY_EXCEPTIONS.get(m, set())
+    )
+    assert bad == []
+    # every exception is still needed (a stale one would hide a new import)
+    for m, allowed in REGISTRY_EXCEPTIONS.items():
+        assert allowed <= every_import(m), m
+    assert "lorahub.app.register" in MODULES and "lorahub.app.demo" in MODULES
+    assert "lorahub.registry" in every_import("lorahub.app.register")
+
+
+def test_only_the_trainers_public_entry_reaches_up_to_the_use_cases():
+    """`lorahub.training.train(config)` keeps registering as before by running the use case
+    lorahub.app.train (a deferred import); no other module of those layers imports lorahub.app."""
+    layers = ("lorahub.ops", "lorahub.training", "lorahub.hub", "lorahub.inference")
+    up = sorted(
+        (m, t)
+        for m in MODULES
+        if _under(m, layers)
+        for t in every_import(m)
+        if _under(t, ("lorahub.app",))
+    )
+    assert up == [("lorahub.training", "lorahub.app.train")]
+    assert "lorahub.app.train" not in GRAPH["lorahub.training"]

@@ -8,9 +8,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from lorahub.app import ops as api
 from lorahub.cli import main
 from lorahub.formats import open_adapter, read_header
-from lorahub.ops import api
 from lorahub.registry import Registry
 from lorahub.types import MixMember
 from tests.test_ops_merge import WEIGHTS, unet_out

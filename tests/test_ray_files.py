@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lorahub.app.hub import pull_adapter, push_adapter
 from lorahub.errors import BadFileError, InvalidInputError
-from lorahub.hub import client, pull_adapter, push_adapter
+from lorahub.hub import client
 from lorahub.registry import Registry
 from lorahub.server.ray_files import HubSource, ReplicaFiles, hub_sources
 from lorahub.types import MixMember

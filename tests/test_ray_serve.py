@@ -256,8 +256,8 @@ def test_a_file_missing_here_comes_from_its_hub_publication(
     ray_app, ray_home, server_engine, hub, hub_repo_id
 ):
     """--adapters-from auto: the registered path is gone, the replica fetches repo@commit."""
+    from lorahub.app.hub import push_adapter
     from lorahub.examples import ExampleAdapter, write_example_adapter
-    from lorahub.hub import push_adapter
     from lorahub.server import create_app
 
     url, _ = ray_app

@@ -157,6 +157,22 @@ def test_queued_request_of_a_gone_client_never_runs(server_engine) -> None:
     assert server_engine.metrics.counters["requests"] == before + 1 and worker.depth() == 0
 
 
+def test_the_worker_is_the_one_admission_bound(lorahub_home, tmp_path) -> None:
+    """The app builds its engine without a queue bound of its own: the worker's limit (waiting
+    plus the batch that runs) is the only one, and the one /v1/status reports."""
+    app = create_app(base="tiny", device="cpu", max_queue=3, max_batch=4, batch_window_ms=10,
+                     static_dir=tmp_path, allowed_hosts=TEST_HOSTS)  # fmt: skip
+    worker = app.state.lorahub.worker
+    try:
+        assert worker.engine.config.max_queue is None and worker.engine._queue.maxsize == 0
+        assert worker.capacity == 3 + 4
+        with TestClient(app) as client:
+            queue = client.get("/v1/status").json()["queue"]
+        assert queue == {"depth": 0, "limit": 7, "max_waiting": 3}
+    finally:
+        worker.engine.close()
+
+
 # item 9: Host header
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import httpx
 from fastapi.testclient import TestClient
@@ -54,11 +55,31 @@ def test_token_guards_everything_but_healthz(server_engine, registered_examples,
 
 
 class BlockedEngine:
-    """An engine whose generations wait until released (to fill the queue deterministically)."""
+    """An engine whose generations wait until released (to fill the queue deterministically);
+    it serves the server's engine interface (`ServedEngine`) with one worker thread of its own."""
+
+    device = "cpu"
+    batch_slots = 1
 
     def __init__(self) -> None:
         self.release = threading.Event()
         self.calls = 0
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="blocked-engine")
+
+    def submit(self, request) -> Future:
+        return self.pool.submit(self.generate, request)
+
+    def warm_up(self) -> None:
+        pass
+
+    def stats(self) -> dict:
+        return {}
+
+    def status(self) -> dict:
+        return {}
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
     def generate(self, request):
         from lorahub.inference import GenerationResult
@@ -104,6 +125,7 @@ def test_queue_overflow_is_429_with_retry_after(lorahub_home, tmp_path) -> None:
 
     asyncio.run(scenario())
     worker.shutdown()
+    engine.close()
 
 
 # the serve command

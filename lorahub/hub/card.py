@@ -10,10 +10,12 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lorahub import families
-from lorahub.registry.records import AdapterRecord, LineageEdge, MixRecord
+
+if TYPE_CHECKING:
+    from lorahub.registry.records import AdapterRecord, LineageEdge, MixRecord
 
 FAMILY_BASES = {f.id: f.reference_base for f in families.FAMILIES.values()}
 TINY_BASES = {base: FAMILY_BASES[fid] for base, fid in families.tiny_ids().items()}

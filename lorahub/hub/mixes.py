@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lorahub.errors import InvalidInputError
 from lorahub.hub.card import mix_card
 from lorahub.hub.stage import WEIGHT_NAME, Staged
-from lorahub.registry.records import AdapterRecord, MixRecord
 
 if TYPE_CHECKING:
-    from lorahub.registry import Registry
+    from lorahub.registry.records import AdapterRecord, MixRecord
+    from lorahub.types import AdapterSpec
+
+MixParts = tuple["MixRecord", "Sequence[AdapterRecord]", "Sequence[AdapterSpec] | None"]
 
 RECIPE_NAME = "lorahub_recipe.json"
 
@@ -53,27 +56,29 @@ def recipe_json(mix: MixRecord, members: list[dict[str, Any]]) -> bytes:
 
 
 def stage_mix(
-    reg: Registry, mix: MixRecord, repo: str, tmp: Path, license: str | None, recipe: bool
+    parts: MixParts, repo: str, tmp: Path, license: str | None, recipe: bool
 ) -> tuple[Staged, str]:
-    """Stage a mix: `recipe` → lorahub_recipe.json; else the members merged with `cat` into one file."""
-    records = [reg.get_adapter(m.ref) for m in mix.members]
+    """Stage a mix given as (record, member records, resolved member specs; None with `recipe`):
+    `recipe` → lorahub_recipe.json; else the members merged with `cat` into one file."""
+    mix, records, specs = parts
     members = [member_entry(r, m, recipe) for r, m in zip(records, mix.members, strict=True)]
     staged = Staged(mix.name, "mix")
     if recipe:
         (tmp / RECIPE_NAME).write_bytes(recipe_json(mix, members))
         staged.add(tmp / RECIPE_NAME, RECIPE_NAME, "recipe")
     else:
-        staged.add(bake(reg, mix, tmp / WEIGHT_NAME), WEIGHT_NAME, "weights")
+        assert specs is not None, "a baked mix needs its resolved members"
+        staged.add(bake(specs, tmp / WEIGHT_NAME), WEIGHT_NAME, "weights")
     card = mix_card(mix, repo, staged.hub_files, members, license=license, recipe=recipe)
     (tmp / "README.md").write_text(card, encoding="utf-8")
     staged.add(tmp / "README.md", "README.md", "card")
     return staged, card
 
 
-def bake(reg: Registry, mix: MixRecord, dest: Path) -> Path:
-    """Merge the mix's members (weights applied) into one diffusers-format adapter, exactly (`cat`)."""
+def bake(specs: Sequence[AdapterSpec], dest: Path) -> Path:
+    """Merge a mix's resolved members (weights applied) into one diffusers-format adapter,
+    exactly (`cat`)."""
     from lorahub.ops.merge import MergeOptions, merge_adapters
 
-    specs = reg.resolve_members(list(mix.members))
     merge_adapters(specs, dest, MergeOptions(method="cat"), format="diffusers")
     return dest

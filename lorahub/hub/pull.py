@@ -1,21 +1,16 @@
-"""Pulling an adapter from a Hub repo into the managed store, inspected, verified and registered."""
+"""Pulling an adapter from a Hub repo: the weight file chosen, downloaded, hash-checked, its card
+read (lorahub.app.hub registers it)."""
 
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lorahub.errors import BadFileError, InvalidInputError, LorahubError, NotFoundError
 from lorahub.hub import client
 from lorahub.hub.stage import WEIGHT_NAME, matches_remote
-from lorahub.registry.records import AdapterRecord, LineageParent
-
-if TYPE_CHECKING:
-    from lorahub.registry import Registry
 
 NOT_WEIGHTS = ("scheduler", "optimizer", "checkpoint")  # as diffusers' weight-name guess
 GENERIC_TAGS = {
@@ -123,26 +118,33 @@ def verify_download(local: Path, remote: Any, what: str) -> None:
         raise BadFileError(f"downloaded {what} does not match the Hub's hash; try again")
 
 
-def pull_adapter(
-    repo: str,
-    *,
-    revision: str | None = None,
-    name: str | None = None,
-    filename: str | None = None,
-    version: str | None = None,
-    force: bool = False,
-    token: str | None = None,
-    registry: Registry | None = None,
-) -> AdapterRecord:
-    """Download an adapter from a Hub repo (`owner/name[@rev]`) and register it with source=hub."""
-    from lorahub import paths
-    from lorahub.registry import Registry
-    from lorahub.types import check_name
+@dataclass(frozen=True)
+class Remote:
+    """A repo commit and the weight file to pull from it (the Hub asked once)."""
 
-    repo, at_rev = client.split_repo_revision(repo)
-    revision = client.check_revision(revision) or at_rev
-    if name:
-        check_name(name)
+    repo: str
+    revision: str | None
+    commit: str
+    weight: str
+    files: tuple[str, ...]
+    api: Any
+    token: str | None
+
+
+@dataclass(frozen=True)
+class Pulled:
+    """A verified download: the local weights, what the card says, and where they came from."""
+
+    local: Path
+    card: CardFacts
+    source: dict[str, Any]  # repo, revision, commit, file: the pulled-from lineage's details
+    where: str  # `repo/file`, the name a user knows the file by
+
+
+def find_weights(
+    repo: str, revision: str | None, filename: str | None, token: str | None
+) -> Remote:
+    """The commit of `repo@revision` and its weight file (chosen as diffusers does)."""
     tok = client.resolve_token(token)
     api = client.hf_api(tok)
     info = client.call(
@@ -150,41 +152,28 @@ def pull_adapter(
     )
     files = [s.rfilename for s in info.siblings or []]
     weight = pick_weight_file(repo, files, filename)
-    paths.lorahub_home().mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".pull-", dir=paths.lorahub_home()))
-    reg = registry or Registry()
-    try:
-        local = download(api, repo, weight, info.sha, tmp, tok)
-        card = read_card(
-            download(api, repo, "README.md", info.sha, tmp, tok) if "README.md" in files else None
-        )
-        source = {"repo": repo, "revision": revision or "main", "commit": info.sha, "file": weight}
-        parent = LineageParent(
-            "hub_repo", repo, "pulled-from", {**source, "base_model": card.base_model}
-        )
-        try:
-            return reg.add_adapter(
-                local,
-                name=name or default_name(repo),
-                version=version,
-                source="hub",
-                copy=True,
-                force=force,
-                trigger_words=list(card.trigger_words) or None,
-                description=card.description,
-                tags=card.tags,
-                lineage=[parent],
-            )
-        except LorahubError as exc:
-            _name_as_known(exc, local, f"{repo}/{weight}")
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if registry is None:
-            reg.close()
+    return Remote(repo, revision, info.sha, weight, tuple(files), api, tok)
 
 
-def _name_as_known(exc: LorahubError, local: Path, where: str) -> None:
+def download_adapter(remote: Remote, folder: Path) -> Pulled:
+    """Download the weights (and the card, when there is one) into `folder`, hash-checked."""
+    r = remote
+    local = download(r.api, r.repo, r.weight, r.commit, folder, r.token)
+    card = read_card(
+        download(r.api, r.repo, "README.md", r.commit, folder, r.token)
+        if "README.md" in r.files
+        else None
+    )
+    source = {
+        "repo": r.repo,
+        "revision": r.revision or "main",
+        "commit": r.commit,
+        "file": r.weight,
+    }
+    return Pulled(local, card, source, f"{r.repo}/{r.weight}")
+
+
+def name_as_known(exc: LorahubError, local: Path, where: str) -> None:
     """Name the file in `exc`'s message as the user knows it (`repo/file`), not by its temp path."""
     exc.message = exc.message.replace(str(local), where)
     if isinstance(exc, BadFileError) and where not in exc.message:

@@ -1,10 +1,9 @@
-"""Pushing an adapter (or a mix) to a Hub repo: stage the files, commit only what changed, record it."""
+"""Pushing an adapter (or a mix) to a Hub repo: stage the files and commit only what changed
+(lorahub.app.hub reads the registry and records the publication)."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,12 +11,10 @@ from typing import TYPE_CHECKING, Any
 from lorahub.errors import InvalidInputError, NotFoundError
 from lorahub.hub import client
 from lorahub.hub.card import HubFile, adapter_card
-from lorahub.hub.mixes import stage_mix
 from lorahub.hub.stage import WEIGHT_NAME, Staged, matches_remote
-from lorahub.registry.records import AdapterRecord
 
 if TYPE_CHECKING:
-    from lorahub.registry import Registry
+    from lorahub.registry.records import AdapterRecord, LineageEdge
 
 ALSO_FORMATS = ("kohya",)
 DROP_METADATA = ("format", "lora_adapter_metadata")  # rewritten by the writer for the new layout
@@ -90,23 +87,23 @@ def kohya_name(record: AdapterRecord) -> str:
 
 
 def stage_adapter(
-    reg: Registry,
-    record: AdapterRecord,
+    entry: tuple[AdapterRecord, Path | None, Sequence[LineageEdge]],
     repo: str,
     tmp: Path,
     also: tuple[str, ...],
     license: str | None,
 ) -> tuple[Staged, str]:
-    """Stage weights (diffusers), the optional kohya file, the preview and the card."""
+    """Stage an adapter given as (record, preview path, lineage): weights (diffusers), the
+    optional kohya file, the preview and the card."""
+    record, preview, lineage = entry
     staged = Staged(record.ref, "adapter")
     staged.add(write_weights(record, tmp / WEIGHT_NAME, "diffusers"), WEIGHT_NAME, "weights")
     if "kohya" in also:
         name = kohya_name(record)
         staged.add(write_weights(record, tmp / "kohya" / name, "kohya"), name, "kohya")
-    preview = reg.preview_path(record.ref)
     if preview is not None and preview.is_file():
         staged.add(preview, f"images/preview{preview.suffix.lower()}", "image")
-    card = adapter_card(record, repo, staged.hub_files, reg.lineage(record.ref), license=license)
+    card = adapter_card(record, repo, staged.hub_files, lineage, license=license)
     (tmp / "README.md").write_text(card, encoding="utf-8")
     staged.add(tmp / "README.md", "README.md", "card")
     return staged, card
@@ -200,80 +197,3 @@ def changed_files(
         if not same:
             out.append((entry, local))
     return out
-
-
-def push_adapter(
-    ref: str,
-    repo: str,
-    *,
-    private: bool = False,
-    revision: str | None = None,
-    message: str | None = None,
-    also: Iterable[str] = (),
-    dry_run: bool = False,
-    license: str | None = None,
-    token: str | None = None,
-    registry: Registry | None = None,
-    progress: Progress = None,
-    recipe: bool = False,
-) -> PushResult:
-    """Publish a registered adapter (or a mix: baked, or with `recipe` its JSON recipe) to a Hub repo."""
-    from lorahub.registry import Registry
-
-    client.check_repo_id(repo)
-    also_t = check_also(also)
-    rev = client.check_revision(revision) or "main"
-    reg = registry or Registry()
-    tmp = Path(tempfile.mkdtemp(prefix="lorahub-push-"))
-    try:
-        staged, card = _stage(reg, ref, repo, tmp, also_t, license, recipe)
-        files = tuple(staged.hub_files)
-        url = repo_url(repo, rev)
-        if dry_run:
-            return PushResult(staged.ref, staged.kind, repo, rev, url, card, files, dry_run=True)
-        tok = client.resolve_token(token)
-        sha, commit_url, uploaded = publish(
-            staged, repo, rev, private=private, message=message, token=tok, progress=progress
-        )
-        reg.record_publication(staged.ref, repo, rev, sha, url, kind=staged.kind)
-        return PushResult(
-            staged.ref,
-            staged.kind,
-            repo,
-            rev,
-            url,
-            card,
-            files,
-            False,
-            sha,
-            commit_url,
-            bool(uploaded),
-            tuple(uploaded),
-        )
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if registry is None:
-            reg.close()
-
-
-def _stage(
-    reg: Registry,
-    ref: str,
-    repo: str,
-    tmp: Path,
-    also: tuple[str, ...],
-    license: str | None,
-    recipe: bool,
-) -> tuple[Staged, str]:
-    """Stage an adapter, or a mix when `ref` names one."""
-    try:
-        record = reg.get_adapter(ref)
-    except NotFoundError:
-        try:
-            mix = reg.get_mix(ref)
-        except NotFoundError:
-            raise NotFoundError(f"no adapter or mix named {ref!r}") from None
-        return stage_mix(reg, mix, repo, tmp, license, recipe)
-    if recipe:
-        raise InvalidInputError(f"--recipe is for mixes; {ref!r} is an adapter")
-    return stage_adapter(reg, record, repo, tmp, also, license)

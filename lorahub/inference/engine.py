@@ -44,7 +44,7 @@ class EngineConfig:
     max_resident_bytes: int = 2 * GiB
     cpu_cache_bytes: int = 4 * GiB
     pipeline_cache_size: int = 1
-    max_queue: int = 64
+    max_queue: int | None = 64  # None: no bound here, the caller admits (as `lorahub serve` does)
     max_batch: int = 8
     batch_window_ms: float | None = None
     fuse_after: int | None = None
@@ -90,7 +90,7 @@ class Engine:
         )
         self._lock = threading.RLock()
         self._queue: queue.Queue[tuple[GenerationRequest, Future] | None] = queue.Queue(
-            self.config.max_queue
+            self.config.max_queue or 0
         )
         self._worker: threading.Thread | None = None
         self._in_flight = 0
@@ -118,6 +118,10 @@ class Engine:
         with self._lock:
             key = (base or self.config.base, str(self.dtype), self.device)
             return self.pipelines.get(key)
+
+    def warm_up(self) -> None:
+        """Load the default base's pipeline now rather than on the first request."""
+        self.runtime()
 
     def family(self, base: str | None = None) -> str:
         """The base family of `base` (loads the pipeline)."""

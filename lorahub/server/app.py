@@ -84,7 +84,7 @@ def create_app(
         registry_path=Path(o.registry_path) if o.registry_path is not None else None,
         token=o.token or None,
         static_dir=Path(o.static_dir) if o.static_dir is not None else None,
-        max_work=o.max_work or default_max_work(getattr(engine, "device", "cpu")),
+        max_work=o.max_work or default_max_work(engine.device),
     )
     worker.set_latency_source(st.metrics.generation_request_seconds.mean)
     app = FastAPI(
@@ -114,7 +114,7 @@ def build_engine(o: AppOptions) -> Any:
         device=o.device,
         dtype=o.dtype,
         compile=o.compile,
-        max_queue=o.max_queue + o.max_batch + 1,
+        max_queue=None,  # the worker admits: EngineWorker(max_queue) is the one bound
         slot_adapters=tuple(o.slot_adapters),
         slot_rank=o.slot_rank,
         max_batch=o.max_batch,

@@ -93,6 +93,14 @@ class RayEngine:
         self.registry_path = registry_path
         self.replicas: dict[str, ReplicaReply] = {}
 
+    @property
+    def batch_slots(self) -> int:
+        """Requests a replica runs at once, as the ingress counts them."""
+        return 1
+
+    def warm_up(self) -> None:
+        """Nothing to load here: each replica loads its pipeline before it is ready."""
+
     def submit(self, request: Any) -> Future[Any]:
         """Send `request` to a replica holding its adapter set; a Future of its GenerationResult."""
         if len(request.adapters) > self.max_set_adapters:

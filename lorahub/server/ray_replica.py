@@ -124,7 +124,7 @@ def build_replica_engine(settings: RaySettings) -> Any:
         dtype=settings.dtype,
         max_resident=settings.max_resident,
         cpu_cache_bytes=settings.cpu_cache_mb << 20,
-        max_queue=settings.max_queue + 2,
+        max_queue=None,  # Ray admits: max_ongoing_requests is the one bound
     )
     engine.runtime()
     return engine.start()

@@ -67,11 +67,8 @@ class ServerState:
 
 def _call_dict(engine: Any, method: str) -> dict[str, Any]:
     """`engine.<method>()` as a dict; a status read must never fail a request."""
-    fn = getattr(engine, method, None)
-    if fn is None:
-        return {}
     try:
-        return dict(fn())
+        return dict(getattr(engine, method)())
     except Exception:
         return {}
 

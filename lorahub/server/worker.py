@@ -5,9 +5,13 @@ requests into one denoising loop; up to `max_batch` of them run at once.
 
 The event loop never runs engine code: `generate(request)` admits the request (or raises
 QueueFullError, answered 429 with Retry-After), hands it to the engine's worker (`submit`, one
-thread owns the pipeline) and awaits the future. An engine without `submit` gets a one-thread
-executor of our own. A request whose client went away before it started is cancelled (never
-run); one already running goes to the end (a pipeline is never interrupted half-way).
+thread owns the pipeline) and awaits the future. A request whose client went away before it
+started is cancelled (never run); one already running goes to the end (a pipeline is never
+interrupted half-way).
+
+This is the ONE admission bound of a served engine: the app builds its `Engine` with no queue
+bound of its own (`max_queue=None`), and a Ray ingress's `RayEngine` has none; the worker counts
+the requests admitted and not finished, so the limit, the 429 and /v1/status agree.
 """
 
 from __future__ import annotations
@@ -16,22 +20,45 @@ import asyncio
 import math
 import threading
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from concurrent.futures import Future
+from typing import Any, Protocol
 
 from lorahub.server.errors import ClientGoneError, QueueFullError
 
 POLL_SECONDS = 0.25
 
 
+class ServedEngine(Protocol):
+    """What the server asks of an engine (`lorahub.inference.Engine`, the Ray ingress's
+    `RayEngine`, a test's double)."""
+
+    @property
+    def device(self) -> str: ...
+
+    @property
+    def batch_slots(self) -> int:
+        """Requests that run at once (one, or a batch)."""
+
+    def submit(self, request: Any) -> Future[Any]:
+        """Hand `request` to the engine's worker; a Future of its GenerationResult."""
+
+    def warm_up(self) -> None:
+        """Load what the first request would (a no-op where there is nothing to load)."""
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
 class EngineWorker:
     """Counts requests admitted and not finished; at most `max_queue` wait behind the running one."""
 
-    def __init__(self, engine: Any, max_queue: int = 32, owned: bool = False):
+    def __init__(self, engine: ServedEngine, max_queue: int = 32, owned: bool = False):
         self.engine = engine
         self.max_queue = max(0, int(max_queue))
         self.owned = owned
-        self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._inflight = 0
         self._mean_seconds: Callable[[], float | None] = lambda: None
@@ -39,7 +66,7 @@ class EngineWorker:
     @property
     def capacity(self) -> int:
         """Requests admitted at once: those running (one, or a batch) plus `max_queue` waiting."""
-        return self.max_queue + int(getattr(self.engine, "batch_slots", 1))
+        return self.max_queue + int(self.engine.batch_slots)
 
     def depth(self) -> int:
         """Requests admitted and not finished (running or waiting)."""
@@ -65,7 +92,7 @@ class EngineWorker:
                 )
             self._inflight += 1
         try:
-            future = self._dispatch(request)
+            future = self.engine.submit(request)
         except BaseException:
             self._release(None)
             raise
@@ -94,26 +121,14 @@ class EngineWorker:
 
     def warm_up(self) -> None:
         """Load the base pipeline now, in the background, rather than on the first request."""
-        load = getattr(self.engine, "runtime", None)
-        if load is not None:
-            threading.Thread(
-                target=_quietly, args=(load,), name="lorahub-warm-up", daemon=True
-            ).start()
+        threading.Thread(
+            target=_quietly, args=(self.engine.warm_up,), name="lorahub-warm-up", daemon=True
+        ).start()
 
     def shutdown(self) -> None:
-        """Finish queued work; close the engine when this app built it."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-        if self.owned and hasattr(self.engine, "close"):
+        """Close the engine (its queued work finishes first) when this app built it."""
+        if self.owned:
             self.engine.close()
-
-    def _dispatch(self, request: Any) -> Future[Any]:
-        submit = getattr(self.engine, "submit", None)
-        if submit is not None:
-            return submit(request)
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lorahub-engine")
-        return self._executor.submit(self.engine.generate, request)
 
     def _release(self, _future: Future[Any] | None) -> None:
         with self._lock:

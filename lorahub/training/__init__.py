@@ -21,7 +21,9 @@ __all__ = [
 
 
 def train(config: TrainConfig, progress: Any = None) -> TrainResult:
-    """Train a LoRA adapter as `config` says (see lorahub.training.loop)."""
-    from lorahub.training.loop import train as _train
+    """Train a LoRA adapter as `config` says and, with `config.register`, register it in the
+    default registry: the use case lorahub.app.train.train_adapter (the loop itself,
+    lorahub.training.loop, never opens the registry)."""
+    from lorahub.app.train import train_adapter
 
-    return _train(config, progress)
+    return train_adapter(config, progress)

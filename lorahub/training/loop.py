@@ -3,7 +3,8 @@
 Order of work: read and check the data, prepare the run folder, load and freeze the base, add
 LoRA, (resume), cache, measure the base (held-out loss, samples), train with checkpoints and
 validation, measure again, write weights/loss/samples, register. Nothing is written to the
-final weights path or the registry until every step has run.
+final weights path or the registry until every step has run. The loop never opens the registry:
+the caller passes a `Registrar` (lorahub.app.train builds one over a `Registry`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from lorahub.errors import AlreadyExistsError, TrainingError
 from lorahub.paths import lorahub_home
@@ -60,6 +61,23 @@ Progress = Callable[..., None] | None
 EVAL_IMAGES = 4
 
 
+class Registrar(Protocol):
+    """What the loop asks of whoever records its result (when `cfg.register`)."""
+
+    def check(self, name: str, force: bool) -> None:
+        """Raise before anything loads when `name` cannot be registered."""
+
+    def register(
+        self,
+        cfg: TrainConfig,
+        name: str,
+        weights: Path,
+        facts: dict[str, Any],
+        preview: Path | None,
+    ) -> Any:
+        """Record the written weights; return the record."""
+
+
 @dataclass
 class RunState:
     """Where training stands: optimizer steps, micro-batches seen, the loss history."""
@@ -88,6 +106,7 @@ class Run:
     caches: Caches | None = None
     warnings: list[str] = field(default_factory=list)
     dataset_hash: str = ""
+    registrar: Registrar | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -98,10 +117,13 @@ class Run:
         return bool(self.accelerator.is_main_process)
 
 
-def train(config: TrainConfig, progress: Progress = None) -> TrainResult:
-    """Train a LoRA as `config` says; return where everything went and how the loss moved."""
+def train(
+    config: TrainConfig, progress: Progress = None, registrar: Registrar | None = None
+) -> TrainResult:
+    """Train a LoRA as `config` says; return where everything went and how the loss moved. With
+    `config.register` and a `registrar`, the adapter is registered through it."""
     started, t0 = time.time(), time.monotonic()
-    run = setup_run(config)
+    run = setup_run(config, registrar if config.register else None)
     state, resumed_from = RunState(), None
     if config.resume:
         state, resumed_from = resume(run, config.resume)
@@ -122,7 +144,7 @@ def train(config: TrainConfig, progress: Progress = None) -> TrainResult:
     )
 
 
-def setup_run(cfg: TrainConfig) -> Run:
+def setup_run(cfg: TrainConfig, registrar: Registrar | None = None) -> Run:
     """Check data and run folder, load the base, add LoRA, build optimizer and schedule."""
     data = load_dataset(cfg.data, cfg.instance_prompt)
     check_base(cfg.base)
@@ -133,9 +155,11 @@ def setup_run(cfg: TrainConfig) -> Run:
     try:
         if cfg.resume:
             C.find_checkpoint(out, cfg.resume)  # fail before loading anything
-        if cfg.register:
-            O.check_not_registered(name, cfg.force)
-        return load_run(cfg, data, name, out)
+        if registrar is not None:
+            registrar.check(name, cfg.force)
+        run = load_run(cfg, data, name, out)
+        run.registrar = registrar
+        return run
     except BaseException:
         if created:  # a run that never started leaves no empty folder behind
             with contextlib.suppress(OSError):
@@ -405,8 +429,9 @@ def finish(
             O.plot_loss(state.losses, plot_path, run.name)
         O.save_weights(run.m, run.accelerator, weights, O.training_metadata(cfg, run.m, facts))
         try:
-            if cfg.register:
-                record = O.register(cfg, run.name, weights, facts, after[-1] if after else None)
+            if run.registrar is not None:
+                preview = after[-1] if after else None
+                record = run.registrar.register(cfg, run.name, weights, facts, preview)
         except BaseException:
             weights.unlink(missing_ok=True)
             raise

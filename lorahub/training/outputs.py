@@ -1,4 +1,5 @@
-"""What a finished run leaves: LoRA weights with metadata, the loss curve, the registry entry."""
+"""What a finished run leaves: LoRA weights with metadata and the loss curve (lorahub.app.register
+records the registry entry)."""
 
 from __future__ import annotations
 
@@ -60,12 +61,20 @@ def family(m: Models, base: str) -> str:
 
 def training_metadata(cfg: TrainConfig, m: Models, facts: dict[str, Any]) -> dict[str, str]:
     """Safetensors metadata in the names community tools read (ss_*, modelspec.*), plus ours."""
-    from lorahub import __version__
+    prediction = m.scheduler.config.prediction_type
+    arch, version = architecture(facts["base_family"], prediction)
+    meta = {
+        **_kohya_metadata(cfg, facts, version),
+        **_modelspec_metadata(cfg, facts, arch, prediction),
+    }
+    return {k: str(v) for k, v in meta.items()}
 
-    arch, version = architecture(facts["base_family"], m.scheduler.config.prediction_type)
+
+def _kohya_metadata(cfg: TrainConfig, facts: dict[str, Any], version: str) -> dict[str, Any]:
+    """The ss_* keys kohya's scripts write (what A1111, ComfyUI and civitai read)."""
     w, h = facts["resolution"]
     te_lr = cfg.text_encoder_lr or cfg.learning_rate
-    meta: dict[str, Any] = {
+    return {
         "ss_output_name": facts["name"],
         "ss_sd_model_name": cfg.base,
         "ss_base_model_version": version,
@@ -103,13 +112,24 @@ def training_metadata(cfg: TrainConfig, m: Models, facts: dict[str, Any]) -> dic
         "ss_tag_frequency": json.dumps({facts["dataset_name"]: facts["tag_frequency"]}),
         "ss_training_started_at": facts["started_at"],
         "ss_training_finished_at": time.time(),
+    }
+
+
+def _modelspec_metadata(
+    cfg: TrainConfig, facts: dict[str, Any], arch: str, prediction: str
+) -> dict[str, Any]:
+    """The modelspec.* keys (SAI's model spec) and lorahub's own (base, data set, config)."""
+    from lorahub import __version__
+
+    w, h = facts["resolution"]
+    meta: dict[str, Any] = {
         "modelspec.sai_model_spec": "1.0.0",
         "modelspec.architecture": arch,
         "modelspec.implementation": "https://github.com/huggingface/diffusers",
         "modelspec.title": facts["name"],
         "modelspec.resolution": f"{w}x{h}",
         "modelspec.date": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()),
-        "modelspec.prediction_type": m.scheduler.config.prediction_type,
+        "modelspec.prediction_type": prediction,
         "lorahub.version": __version__,
         "lorahub.base_model": cfg.base,
         "lorahub.base_family": facts["base_family"],
@@ -121,7 +141,7 @@ def training_metadata(cfg: TrainConfig, m: Models, facts: dict[str, Any]) -> dic
         meta["modelspec.trigger_phrase"] = ", ".join(cfg.trigger_words)
     if cfg.description:
         meta["modelspec.description"] = cfg.description
-    return {k: str(v) for k, v in meta.items()}
+    return meta
 
 
 def write_loss_csv(rows: list[dict[str, Any]], dest: Path) -> Path:
@@ -161,58 +181,3 @@ def _ema(values: list[float], beta: float = 0.9) -> list[float]:
         avg = v if avg is None else beta * avg + (1 - beta) * v
         out.append(avg)
     return out
-
-
-def check_not_registered(name: str, force: bool) -> None:
-    """Fail before training, not after, when the adapter name is taken."""
-    from lorahub.errors import AlreadyExistsError, NotFoundError
-    from lorahub.registry import Registry
-
-    with Registry() as reg:
-        try:
-            reg.get_adapter(name)
-        except NotFoundError:
-            return
-    if not force:
-        raise AlreadyExistsError(f"adapter {name!r} exists (pass --force to replace it, or --name)")
-
-
-def register(
-    cfg: TrainConfig, name: str, weights: Path, facts: dict[str, Any], preview: Path | None
-) -> Any:
-    """Register the adapter with lineage to its base model and data set; preview = last sample."""
-    from lorahub.models import model_name
-    from lorahub.registry import LineageParent, Registry
-    from lorahub.tiny import resolve_base
-
-    base_name = model_name(cfg.base)
-    source = resolve_base(cfg.base)
-    with Registry() as reg:
-        reg.ensure_model(
-            base_name,
-            source if Path(source).exists() else cfg.base,
-            {"base": cfg.base},
-            kind="base",
-            base_family=facts["base_family"],
-        )
-        lineage = [
-            LineageParent("model", base_name, "trained-from", {"base": cfg.base}),
-            LineageParent(
-                "dataset",
-                facts["dataset_hash"],
-                "trained-from",
-                {"path": str(facts["dataset_path"]), "images": facts["num_images"]},
-            ),
-        ]
-        return reg.add_adapter(
-            weights,
-            name=name,
-            source="trained",
-            tags=cfg.tags,
-            description=cfg.description
-            or f"LoRA trained on {facts['dataset_name']} ({facts['steps']} steps)",
-            trigger_words=list(cfg.trigger_words) or None,
-            lineage=lineage,
-            preview=preview,
-            force=cfg.force,
-        )

@@ -72,7 +72,8 @@ GRID_PROMPTS = ("a purple circle", "a purple square", "a red circle", "a blue tr
 def train_demo_adapter(steps: int | None = None) -> Any:
     """Train `demo-shapes` on the built-in purple shapes (the colour the base never saw) and
     register it (replacing an earlier demo's)."""
-    from lorahub.training import TrainConfig, train
+    from lorahub.app.train import train_adapter
+    from lorahub.training import TrainConfig
 
     config = TrainConfig(
         data="demo",
@@ -91,7 +92,7 @@ def train_demo_adapter(steps: int | None = None) -> Any:
         force=True,
         description="Trained by `lorahub demo` on purple shapes: teaches the tiny base purple.",
     )
-    return train(config)
+    return train_adapter(config)
 
 
 def _draw(registry: Registry) -> tuple[Path, list[Path]]:

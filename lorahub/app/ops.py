@@ -1,7 +1,8 @@
-"""Registry-aware operations: resolve members, run an op, name the output, record lineage.
+"""The op use cases: resolve members, run an op, name the output, register it with lineage.
 
 Each function here is the ONE library call behind a CLI command (`merge`, `resize`, `export`,
-`fuse`); the tensor work itself lives in merge.py, resize.py, export.py and fuse.py.
+`fuse`, `extract`); the tensor work lives in lorahub/ops (merge.py, resize.py, export.py, fuse.py,
+extract.py), which returns reports and never opens the registry; register.py records results.
 """
 
 from __future__ import annotations
@@ -12,6 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lorahub.app.register import (
+    adapter_exists,
+    model_exists,
+    register_derived,
+    register_extracted,
+    register_fused,
+)
 from lorahub.errors import AlreadyExistsError, InvalidInputError, NotFoundError
 from lorahub.ops import inputs as I
 from lorahub.ops.merge import MergeOptions
@@ -120,7 +128,7 @@ def destination(registry: Registry, out: Output, stem: str, format: str = "diffu
         raise InvalidInputError("name the result with --name NAME (registry) or -o PATH (file)")
     if out.name:
         check_name(out.name)
-        if not out.force and _adapter_exists(registry, out.name):
+        if not out.force and adapter_exists(registry, out.name):
             raise AlreadyExistsError(f"adapter {out.name!r} exists (use --force to replace it)")
     if out.path:
         path = Path(out.path).expanduser().resolve()
@@ -148,61 +156,20 @@ def _check_not_registered(registry: Registry, path: Path, name: str | None) -> N
         )
 
 
-def _adapter_exists(registry: Registry, name: str) -> bool:
-    try:
-        registry.get_adapter(name)
-    except NotFoundError:
-        return False
-    return True
-
-
-def _model_exists(registry: Registry, name: str) -> bool:
-    try:
-        registry.get_model(name)
-    except NotFoundError:
-        return False
-    return True
-
-
 def _register(
     registry: Registry,
     path: Path,
     out: Output,
-    source: str,
-    relation: str,
+    relation: tuple[str, str],
     inputs: tuple[Sequence[AdapterSpec], OpReport],
 ) -> str | None:
-    """Register the written file under --name, with one lineage edge per registered input of
-    `inputs` (the specs and the report); returns the new ref, None without --name."""
-    from lorahub.registry import LineageParent
-
+    """Register the written file under --name as (source, relation); None without --name."""
     if not out.name:
         return None
-    specs, report = inputs
-    lineage = [
-        LineageParent("adapter", ref, relation, details)
-        for ref, details in _registered_parents(registry, specs, report, registered=out.name)
-    ]
-    record = registry.add_adapter(
-        path, name=out.name, source=source, lineage=lineage, force=out.force
+    source, edge = relation
+    return register_derived(
+        registry, path, out.name, source=source, relation=edge, inputs=inputs, force=out.force
     )
-    return str(record.ref)
-
-
-def _registered_parents(
-    registry: Registry,
-    specs: Sequence[AdapterSpec],
-    report: OpReport,
-    registered: str | None = None,
-) -> list[tuple[str, dict[str, Any]]]:
-    """(ref, details) for each input that is a registered adapter; details hold the whole report
-    (with `registered`, the name the result is registered under)."""
-    out = []
-    for s, given in zip(specs, report.inputs, strict=True):
-        if _adapter_exists(registry, s.name):
-            details = {**report.to_json(), "registered": registered, "input": given}
-            out.append((s.name, details))
-    return out
 
 
 def merge(
@@ -223,7 +190,7 @@ def merge(
     dest = destination(registry, out, "merged", format)
     report = merge_adapters(specs, dest, options, format=format, progress=progress)
     report.warnings.extend(_weight_warnings(specs))
-    report.registered = _register(registry, dest, out, "merged", "merged-from", (specs, report))
+    report.registered = _register(registry, dest, out, ("merged", "merged-from"), (specs, report))
     return report
 
 
@@ -263,7 +230,9 @@ def resize(
         spec.path, dest, rank=rank, energy=energy, format=format, progress=progress
     )
     report.inputs = [{"name": spec.name}]
-    report.registered = _register(registry, dest, out, "resized", "resized-from", ([spec], report))
+    report.registered = _register(
+        registry, dest, out, ("resized", "resized-from"), ([spec], report)
+    )
     return report
 
 
@@ -285,7 +254,7 @@ def export(
     report = export_adapter(spec.path, dest, format=format, rank=rank, energy=energy)
     report.inputs = [{"name": spec.name, **report.inputs[0]}]
     report.registered = _register(
-        registry, dest, out, "converted", "converted-from", ([spec], report)
+        registry, dest, out, ("converted", "converted-from"), ([spec], report)
     )
     return report
 
@@ -306,25 +275,19 @@ def fuse(
 
     specs = resolve(registry, members, mix)
     model_name = check_name(name or Path(output).name, "model name")
-    if not force and _model_exists(registry, model_name):
+    if not force and model_exists(registry, model_name):
         raise AlreadyExistsError(f"model {model_name!r} exists (use --force to replace it)")
     dest = Path(output).expanduser().resolve()
     report = fuse_adapters(base, specs, dest, force=force, progress=progress)
     report.warnings.extend(_weight_warnings(specs))
-    details = {**report.summary(), "base": base}
-    model = registry.record_model(
-        model_name,
-        dest,
-        details,
-        kind="fused",
+    report.registered = register_fused(
+        registry,
+        specs,
+        report,
+        (model_name, dest, base),
         base_family=I.check_specs(specs),
         force=force,
     )
-    for ref, d in _registered_parents(registry, specs, report):
-        registry.add_lineage(
-            "model", model.id, "adapter", ref, "fused-from", {"input": d["input"], "base": base}
-        )
-    report.registered = model.name
     return report
 
 
@@ -343,7 +306,6 @@ def extract(
     lineage to both (recorded as models when they are not yet)."""
     from lorahub.ops.checkpoint import local_checkpoint
     from lorahub.ops.extract import extract_lora
-    from lorahub.registry import LineageParent
 
     options = options.check()
     dest = destination(registry, out, "extracted", format)
@@ -358,25 +320,8 @@ def extract(
         progress=progress,
     )
     if out.name:
-        summary = report.summary()
-        lineage = [
-            LineageParent(
-                "model",
-                _ensure_model(registry, ref, paths[role], role),
-                "extracted-from",
-                {**summary, "role": role},
-            )
-            for role, ref in (("base", base), ("tuned", tuned))
-        ]
-        record = registry.add_adapter(
-            dest, name=out.name, source="extracted", lineage=lineage, force=out.force
+        checkpoints = {"base": (base, paths["base"]), "tuned": (tuned, paths["tuned"])}
+        report.registered = register_extracted(
+            registry, dest, out.name, report, checkpoints, force=out.force
         )
-        report.registered = str(record.ref)
     return report
-
-
-def _ensure_model(registry: Registry, ref: str, path: Path, kind: str) -> str:
-    """The registry model name of a checkpoint, recording it when it is new."""
-    from lorahub.models import model_name
-
-    return str(registry.ensure_model(model_name(ref), path, {"source": ref}, kind=kind).name)
