@@ -88,6 +88,7 @@ DARK_EXAMPLE = ExampleAdapter(
     steps=150,
     images=24,
 )
+SHIPPED_SPECS = (*DEMO_ADAPTERS, DARK_EXAMPLE)  # trained once, shipped in tiny_weights/examples
 
 
 def write_example_adapter(
@@ -179,7 +180,7 @@ def ship_examples(dest: Path | None = None, family: str = "tiny-sd1") -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     manifest = {}
     with tempfile.TemporaryDirectory() as work:
-        for spec in DEMO_ADAPTERS:
+        for spec in SHIPPED_SPECS:
             name = f"{family}-{spec.name}"
             path = _train_example(family, Path(work) / f"{name}.safetensors", spec)
             data = path.read_bytes()

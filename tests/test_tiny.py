@@ -173,11 +173,11 @@ def test_shipped_examples_were_trained_on_the_shipped_weights():
     recipe and spec made them, so new weights without `python -m lorahub.examples` fail here."""
     import json
 
-    from lorahub.examples import DEMO_ADAPTERS, SHIPPED, _shipped_example, recipe_key
+    from lorahub.examples import SHIPPED, SHIPPED_SPECS, _shipped_example, recipe_key
 
     manifest = json.loads((SHIPPED / "MANIFEST.json").read_text())
-    assert set(manifest) == {f"tiny-sd1-{spec.name}" for spec in DEMO_ADAPTERS}
-    for spec in DEMO_ADAPTERS:
+    assert set(manifest) == {f"tiny-sd1-{spec.name}" for spec in SHIPPED_SPECS}
+    for spec in SHIPPED_SPECS:
         key = recipe_key("tiny-sd1", spec)
         assert manifest[f"tiny-sd1-{spec.name}"]["recipe"] == key, "run python -m lorahub.examples"
         assert (
