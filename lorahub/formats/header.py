@@ -170,9 +170,18 @@ def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
+USIZE = 1 << 64  # safetensors' shape and offset fields are unsigned 64-bit integers
+SHAPE_RULE = "shape must be a list of non-negative integers"
+OFFSETS_RULE = "data_offsets must be two non-negative integers"
+
+
+def _malformed(path: Path, key: str) -> str:
+    return f"{path.name}: malformed safetensors entry for tensor {key!r}"
+
+
 def _is_index(value: Any) -> bool:
     """A JSON unsigned 64-bit integer (what safetensors' usize fields accept)."""
-    return type(value) is int and 0 <= value < 1 << 64
+    return type(value) is int and 0 <= value < USIZE
 
 
 def _check_entries(path: Path, header: dict[str, Any], data_len: int) -> None:
@@ -180,28 +189,31 @@ def _check_entries(path: Path, header: dict[str, Any], data_len: int) -> None:
     known dtype, shape and offsets of unsigned ints, bytes matching shape x dtype, and offsets
     that tile the data exactly (no gap, no overlap, nothing after the last tensor)."""
     spans: list[tuple[int, int, str]] = []
-    for key, entry in header.items():
-        bad = f"{path.name}: malformed safetensors entry for tensor {key!r}"
-        if not isinstance(entry, dict):
-            raise BadFileError(bad)
+    for key, entry in header.items():  # a header has ~1,000 entries: plain checks, no generators
+        if type(entry) is not dict:
+            raise BadFileError(_malformed(path, key))
         dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-        if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
-            raise BadFileError(f"{bad}: unknown dtype {str(dtype)[:40]!r}")
-        if not isinstance(shape, list) or not all(_is_index(d) for d in shape):
-            raise BadFileError(f"{bad}: shape must be a list of non-negative integers")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_index, offsets))):
-            raise BadFileError(f"{bad}: data_offsets must be two non-negative integers")
+        if type(dtype) is not str or dtype not in DTYPE_BITS:
+            raise BadFileError(f"{_malformed(path, key)}: unknown dtype {str(dtype)[:40]!r}")
+        if type(shape) is not list:
+            raise BadFileError(f"{_malformed(path, key)}: {SHAPE_RULE}")
+        count = 1
+        for d in shape:
+            if type(d) is not int or not 0 <= d < USIZE:
+                raise BadFileError(f"{_malformed(path, key)}: {SHAPE_RULE}")
+            count *= d
+        if type(offsets) is not list or len(offsets) != 2:
+            raise BadFileError(f"{_malformed(path, key)}: {OFFSETS_RULE}")
         begin, end = offsets
-        if begin > end:
-            raise BadFileError(f"{bad}: data_offsets end before they begin")
+        if type(begin) is not int or type(end) is not int or not 0 <= begin <= end < USIZE:
+            if _is_index(begin) and _is_index(end):
+                raise BadFileError(f"{_malformed(path, key)}: data_offsets end before they begin")
+            raise BadFileError(f"{_malformed(path, key)}: {OFFSETS_RULE}")
         if end > data_len:
             raise BadFileError(
                 f"{path.name} is truncated: tensor {key!r} ends at byte {end} of the data, "
                 f"but only {data_len} bytes follow the header"
             )
-        count = 1
-        for d in shape:
-            count *= d
         bits = count * DTYPE_BITS[dtype]
         if bits % 8 or bits // 8 != end - begin:
             raise BadFileError(

@@ -107,7 +107,8 @@ def probe_shapes(modules: dict[str, ModuleEntry], dims: dict[str, Dims], fmt: st
 
 def _by_denoiser(modules: dict[str, ModuleEntry]) -> str | None:
     """The family whose denoiser component only it has (a `transformer` module: a DiT)."""
-    found = {families.by_denoiser(m.component) for m in modules.values()} - {None}
+    components = {m.component for m in modules.values()}  # ask per component, not per module
+    found = {families.by_denoiser(c) for c in components} - {None}
     return found.pop() if len(found) == 1 else None
 
 
