@@ -11,11 +11,14 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lorahub.errors import AlreadyExistsError, InvalidInputError, TrainingError
 from lorahub.ops.search import SearchOptions, WeightSearch
 from lorahub.types import AdapterSpec, MixMember, check_name
+
+if TYPE_CHECKING:
+    from lorahub.registry import Registry
 
 MIN_IMAGES, MAX_IMAGES = 2, 32
 
@@ -42,7 +45,7 @@ class SearchPlan:
 
 
 def plan_search(
-    registry: Any,
+    registry: Registry,
     name: str,
     adapters: Sequence[str],
     images: str | os.PathLike[str],
@@ -90,7 +93,7 @@ def read_examples(folder: str | os.PathLike[str], prompt: str | None) -> list[tu
 
 
 def search_mix(
-    registry: Any,
+    registry: Registry,
     name: str,
     adapters: Sequence[str],
     images: str | os.PathLike[str],

@@ -15,11 +15,14 @@ import dataclasses
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lorahub.errors import InvalidInputError
 from lorahub.server.ray_config import ADAPTERS_FROM as MODES
 from lorahub.types import AdapterSpec
+
+if TYPE_CHECKING:
+    from lorahub.registry import Registry
 
 WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # what `lorahub push` writes (hub.stage)
 
@@ -41,7 +44,7 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-def hub_sources(registry: Any, specs: list[AdapterSpec]) -> dict[str, HubSource]:
+def hub_sources(registry: Registry, specs: list[AdapterSpec]) -> dict[str, HubSource]:
     """Ingress side: the Hub source of each adapter (by key) that has one."""
     out: dict[str, HubSource] = {}
     for spec in specs:
@@ -62,7 +65,7 @@ def published_source(record: Any) -> HubSource | None:
     return HubSource(pub.repo, pub.commit_sha or pub.revision, WEIGHT_NAME, record.sha256)
 
 
-def pulled_source(record: Any, registry: Any) -> HubSource | None:
+def pulled_source(record: Any, registry: Registry) -> HubSource | None:
     """The commit and file an adapter was pulled from (`lorahub pull` kept the bytes as they were)."""
     if record.source != "hub" or not record.sha256:
         return None
