@@ -28,14 +28,10 @@ GENERIC_STEMS = {
     "model",
     "diffusion_pytorch_model",
 }
+# where a file is and what its bytes are: what a moved file carries over to its old row
+LOCATION_COLUMNS = ("path", "size", "mtime", "sha256", "autov2", "tensor_sha256", "autov3")
 FILE_COLUMNS = (
-    "path",
-    "size",
-    "mtime",
-    "sha256",
-    "autov2",
-    "tensor_sha256",
-    "autov3",
+    *LOCATION_COLUMNS,
     "format",
     "network_type",
     "base_family",

@@ -11,6 +11,7 @@ import sqlite_utils
 
 from lorahub.errors import LorahubError, NotFoundError
 from lorahub.registry.adapters import (
+    LOCATION_COLUMNS,
     PICKLE_SUFFIXES,
     FileFacts,
     default_name,
@@ -229,18 +230,7 @@ def _match_moves(
             update_row(
                 db,
                 old["id"],
-                {
-                    k: moved[k]
-                    for k in (
-                        "path",
-                        "size",
-                        "mtime",
-                        "sha256",
-                        "autov2",
-                        "tensor_sha256",
-                        "autov3",
-                    )
-                },
+                {k: moved[k] for k in LOCATION_COLUMNS},
             )
         report.new.remove(item)
         report.moved.append(ScanItem(item.path, _label(old), f"from {old['path']}"))
